@@ -1,0 +1,3 @@
+from acrelease.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The catalog tree: what ``publish`` writes (``store``) and what ``serve`` reads (``index``)."""
