@@ -57,9 +57,12 @@ def parse_device_version(text: str | None) -> semver.Version | None:
 
 
 def bump(version: semver.Version, part: Bump) -> semver.Version:
-    """The next version after ``version``; ``prerelease`` starts ``-rc.1`` or counts it up."""
+    """The next version after ``version``; ``prerelease`` counts ``-rc.N`` up, or starts the
+    next patch's ``-rc.1`` (semver's own ``bump_prerelease`` would give ``1.2.3-rc.1`` for
+    ``1.2.3``, which sorts *before* it)."""
     if part == "prerelease":
-        return version.bump_prerelease("rc")
+        base = version if version.prerelease else version.bump_patch()
+        return base.bump_prerelease("rc")
     return version.next_version(part)
 
 
