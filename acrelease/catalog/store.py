@@ -1,0 +1,249 @@
+"""Publishing releases into a catalog tree: atomic, immutable, idempotent.
+
+The order of writes is what keeps the catalog consistent if ``publish`` dies at any point:
+
+1. take the catalog lock (a second publish waits for it, up to ``lock_timeout`` seconds);
+2. write each new file as a temp file in its final folder, fsync, ``os.replace`` to its name,
+   fsync the folder — a file's final name only ever holds complete bytes, and a published
+   name is never rewritten: the index decides what exists;
+3. write ``index.json`` the same way, last. Until that rename the server keeps serving the
+   previous index; afterwards, the new one. Files written by an interrupted run and never
+   indexed are harmless orphans that the next run reuses after checking their hash.
+
+Republishing the same bytes is a no-op; other bytes under a published version are refused
+(releases are immutable, as on PyPI).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import semver
+
+from acrelease.catalog import layout
+from acrelease.catalog.index import (
+    INDEX_NAME,
+    Artifact,
+    CatalogIndex,
+    PublishedRelease,
+    TargetIndex,
+    load_index,
+    sort_newest_first,
+)
+from acrelease.errors import CatalogError, VersionError
+from acrelease.manifest import ArtifactRecord, Manifest, Release
+
+LOCK_NAME = ".acrelease.lock"
+TMP_MARK = ".acrelease-tmp-"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    catalog: Path
+    published: tuple[tuple[str, str], ...]
+    """(target, version) pairs newly published."""
+    unchanged: tuple[tuple[str, str], ...]
+    """(target, version) pairs that were already published with the same bytes."""
+    generation: int
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"it is not writable ({exc.strerror})"
+    return exc.strerror or str(exc)
+
+
+@contextmanager
+def catalog_lock(root: Path, timeout: float) -> Iterator[None]:
+    """Exclusive lock on the catalog, waiting up to ``timeout`` seconds for another publish."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CatalogError(f"{root}: cannot use this folder as a catalog: {_describe(exc)}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CatalogError(f"{root}: another `acrelease publish` has held the catalog lock for "
+                                       f"{timeout:.0f} s; wait for it to finish and try again") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` via a temp file in the same folder, fsync and rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{TMP_MARK}", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temp files left by a publish that was killed (we hold the lock, so none is live)."""
+    if folder.is_dir():
+        for stale in folder.glob(f".*{TMP_MARK}*"):
+            stale.unlink(missing_ok=True)
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _artifact(manifest: Manifest, target: str, version: semver.Version, record: ArtifactRecord) -> Artifact:
+    name = str(version)
+    file = (layout.firmware_file(manifest.project, target, name, record.format) if record.kind == "firmware"
+            else layout.filesystem_file(manifest.project, target, name))
+    return Artifact("firmware" if record.kind == "firmware" else "filesystem", file, record.size, record.md5,
+                    record.sha256, record.chip, record.format, record.flash_size)
+
+
+def _select(manifest: Manifest, versions: Sequence[semver.Version] | None) -> list[Release]:
+    if versions is None:
+        return list(manifest.releases)
+    chosen = []
+    for version in versions:
+        release = manifest.release(version)
+        if release is None:
+            known = ", ".join(str(v) for v in manifest.versions()) or "none"
+            raise VersionError(f"{manifest.path}: no release {version} (recorded: {known})")
+        chosen.append(release)
+    return chosen
+
+
+def _place(root: Path, manifest: Manifest, record: ArtifactRecord, artifact: Artifact) -> None:
+    """Put the artifact's bytes at its catalog name unless identical bytes are already there."""
+    dest = root / artifact.file
+    if _sha256_of(dest) == artifact.sha256:
+        return
+    data = manifest.artifact_path(record).read_bytes()
+    if hashlib.sha256(data).hexdigest() != artifact.sha256:
+        raise CatalogError(f"{manifest.artifact_path(record)}: changed since it was recorded; "
+                           "restore it or record a new version")
+    write_atomic(dest, data)
+
+
+def publish(manifest: Manifest, root: Path, versions: Sequence[semver.Version] | None = None, *,
+            lock_timeout: float = 30.0) -> PublishResult:
+    """Publish ``versions`` (default: every release in the manifest) of ``manifest`` into ``root``."""
+    releases = _select(manifest, versions)
+    try:
+        with catalog_lock(root, lock_timeout):
+            return _publish_locked(manifest, root, releases)
+    except OSError as exc:
+        raise CatalogError(f"{root}: cannot publish, {_describe(exc)}; the catalog is unchanged") from None
+
+
+def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> PublishResult:
+    index = load_index(root)
+    targets = dict(index.targets)
+    published: list[tuple[str, str]] = []
+    unchanged: list[tuple[str, str]] = []
+    now = _utc_now()
+    for release in releases:
+        for target, records in release.artifacts.items():
+            key = (manifest.project, target)
+            current = targets.get(key)
+            artifacts = {kind: _artifact(manifest, target, release.version, rec) for kind, rec in records.items()}
+            previous = current.release(release.version) if current else None
+            if previous is not None:
+                _check_same(manifest, target, previous, artifacts)
+                unchanged.append((target, str(release.version)))
+                continue
+            _remove_stale_temps(root / layout.target_dir(manifest.project, target))
+            for kind, record in records.items():
+                _place(root, manifest, record, artifacts[kind])
+            entry = PublishedRelease(release.version, release.channel, release.date, release.notes, now,
+                                     artifacts["firmware"], artifacts.get("filesystem"))
+            declared = manifest.target(target)
+            chip = declared.chip.key if declared and declared.chip else artifacts["firmware"].chip
+            existing = current.releases if current else ()
+            targets[key] = TargetIndex(manifest.project, target, chip, sort_newest_first([*existing, entry]))
+            published.append((target, str(release.version)))
+    if not published:
+        return PublishResult(root, (), tuple(unchanged), index.generation)
+    new_index = CatalogIndex(index.generation + 1, now, targets)
+    write_atomic(root / INDEX_NAME, new_index.dumps())
+    return PublishResult(root, tuple(published), tuple(unchanged), new_index.generation)
+
+
+def _check_same(manifest: Manifest, target: str, previous: PublishedRelease,
+                artifacts: dict[str, Artifact]) -> None:
+    for kind, artifact in artifacts.items():
+        old = previous.firmware if kind == "firmware" else previous.filesystem
+        if old is None or old.sha256 != artifact.sha256:
+            raise CatalogError(
+                f"{manifest.project}/{target} {previous.version}: already published with other {kind} bytes "
+                f"(sha256 {old.sha256[:12] if old else 'none'}…, manifest {artifact.sha256[:12]}…); published "
+                "releases are immutable: record and publish a new version")
+
+
+def set_yanked(root: Path, project: str, version: semver.Version, yanked: bool, *,
+               lock_timeout: float = 30.0) -> list[str]:
+    """Mark ``version`` of every target of ``project`` as yanked (rolled back) or not.
+
+    A yanked release is no longer offered; devices running it are offered the newest release
+    that is not yanked, even though it is older (an explicit rollback, PROTOCOL.md H.1).
+    """
+    try:
+        with catalog_lock(root, lock_timeout):
+            index = load_index(root)
+            targets = dict(index.targets)
+            changed = []
+            for key, target in index.targets.items():
+                if key[0] != project or target.release(version) is None:
+                    continue
+                releases = [PublishedRelease(r.version, r.channel, r.date, r.notes, r.published, r.firmware,
+                                             r.filesystem, yanked if r.version == version else r.yanked)
+                            for r in target.releases]
+                targets[key] = TargetIndex(target.project, target.target, target.chip, tuple(releases))
+                changed.append(target.target)
+            if not changed:
+                raise VersionError(f"{root}: {project} {version} is not published in this catalog")
+            write_atomic(root / INDEX_NAME, CatalogIndex(index.generation + 1, _utc_now(), targets).dumps())
+            return changed
+    except OSError as exc:
+        raise CatalogError(f"{root}: cannot update the index, {_describe(exc)}; the catalog is unchanged") from None
