@@ -54,7 +54,7 @@ import semver
 import tomlkit
 from tomlkit.items import AoT, Table
 
-from acrelease import chips
+from acrelease import chips, templates
 from acrelease.catalog import layout
 from acrelease.catalog.index import ARTIFACT_KINDS
 from acrelease.chips import Chip
@@ -379,13 +379,6 @@ def _target_table(target: Target) -> Table:
     return table
 
 
-TEMPLATE_HEADER = """\
-# Release manifest of this firmware project, managed by acrelease (https://pypi.org/project/acrelease/).
-# Edit freely: acrelease keeps your comments. `acrelease add` / `acrelease build` append releases;
-# `acrelease publish --catalog DIR` copies them into an update catalog that `acrelease serve` serves.
-"""
-
-
 def init_manifest(path: Path, project: str, targets: Sequence[Target], *, overwrite: bool = False,
                   version_define: str = DEFAULT_DEFINE) -> None:
     """Write a new ``releases.toml`` naming the project and its targets."""
@@ -401,7 +394,7 @@ def init_manifest(path: Path, project: str, targets: Sequence[Target], *, overwr
         raise ManifestError(f"{path}: {p}" for p in problems)
     if path.exists() and not overwrite:
         raise ManifestError(f"{path}: already exists; edit it, or pass --force to start over")
-    doc = tomlkit.parse(TEMPLATE_HEADER)
+    doc = tomlkit.parse(templates.read("releases.toml"))
     project_table = tomlkit.table()
     project_table["name"] = project
     if version_define != DEFAULT_DEFINE:
