@@ -35,12 +35,13 @@ SOURCE_DEFINE = re.compile(r'^\s*#\s*define\s+([A-Za-z_][A-Za-z0-9_]*)\s+("(?:[^
 
 
 def _sources():
-    src_dir = env.subst("$PROJECT_SRC_DIR")
+    """The sketch's sources and the project's headers (where an `#ifndef` fallback lives)."""
     found = []
-    for root, _, files in os.walk(src_dir):
-        for name in sorted(files):
-            if name.endswith(SOURCE_SUFFIXES):
-                found.append(os.path.join(root, name))
+    for folder in (env.subst("$PROJECT_SRC_DIR"), env.subst("$PROJECT_INCLUDE_DIR")):
+        for root, _, files in os.walk(folder):
+            for name in sorted(files):
+                if name.endswith(SOURCE_SUFFIXES):
+                    found.append(os.path.join(root, name))
     return sorted(found)
 
 

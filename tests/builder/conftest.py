@@ -1,0 +1,130 @@
+"""Real ``pio`` runs, offline, against the local platform in ``tests/pio_platform``.
+
+PlatformIO cannot reach its registry here (TESTING.md section 1), so each test session gets
+its own ``PLATFORMIO_CORE_DIR`` holding the one core package ``pio run`` needs, ``tool-scons``,
+made from the pip-installed SCons. Projects name the platform as ``file://<abs path>``; PlatformIO
+copies it into that core dir on first use, so edits to the platform are seen by the next
+session, never a stale copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PLATFORM_DIR = Path(__file__).resolve().parent.parent / "pio_platform"
+
+SKETCH_WITH_VERSION = """\
+#include "acrelease_version.h"
+
+void loop() {
+  // The version must be *used*, or it is not in the binary.
+  ESPhttpUpdate.update(client, "http://updates.local:8000/update/demo/board", FW_VERSION);
+}
+"""
+
+SKETCH_WITHOUT_VERSION = """\
+void loop() {
+  ESPhttpUpdate.update(client, "http://updates.local:8000/update/demo/board");
+}
+"""
+
+# A copy of what templates/acrelease_version.h does: the fallback a sketch compiles with
+# when nobody passes the define (our platform reads `#define NAME "..."` from the sources).
+VERSION_HEADER = """\
+#ifndef FW_VERSION
+#define FW_VERSION "0.0.0-dev"
+#endif
+"""
+
+BASE_INI = """\
+[env]
+platform = {platform}
+
+[env:d1_mini]
+board = d1_mini
+
+[env:esp32dev]
+board = esp32dev
+"""
+
+
+def scons_package_version(scons_version: str) -> str:
+    """PlatformIO's spelling of an SCons version: 4.11.1 -> 4.41101.0 (major . 4+MMPP . 0)."""
+    major, minor, patch = (int(part) for part in scons_version.split(".")[:3])
+    return f"{major}.{4 * 10000 + minor * 100 + patch}.0"
+
+
+def make_core_dir(core: Path) -> Path:
+    """A PlatformIO core dir with ``tool-scons`` installed from the pip-installed SCons."""
+    import SCons
+
+    version = scons_package_version(SCons.__version__)
+    package = core / "packages" / "tool-scons"
+    shutil.copytree(Path(SCons.__file__).parent, package / "SCons", ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "scons.py").write_text("import sys\nimport SCons.Script\n\nsys.exit(SCons.Script.main())\n")
+    (package / "package.json").write_text(json.dumps({"name": "tool-scons", "version": version}))
+    (package / ".piopm").write_text(
+        json.dumps(
+            {
+                "type": "tool",
+                "name": "tool-scons",
+                "version": version,
+                "spec": {"owner": "platformio", "id": None, "name": "tool-scons", "requirements": None, "uri": None},
+            }
+        )
+    )
+    return core
+
+
+@pytest.fixture(scope="session")
+def pio_core_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("pio") is None:
+        pytest.skip("PlatformIO (`pio`) is not installed: pip install platformio")
+    return make_core_dir(tmp_path_factory.mktemp("pio-core"))
+
+
+@pytest.fixture
+def pio_env(pio_core_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point every ``pio`` this test starts at the session core dir, quietly and offline."""
+    monkeypatch.setenv("PLATFORMIO_CORE_DIR", str(pio_core_dir))
+    monkeypatch.setenv("PLATFORMIO_DISABLE_UPGRADE_CHECK", "true")
+    monkeypatch.setenv("PLATFORMIO_SETTING_ENABLE_TELEMETRY", "no")
+    monkeypatch.setenv("PLATFORMIO_NO_ANSI", "true")
+    for name in ("PLATFORMIO_BUILD_FLAGS", "PLATFORMIO_BUILD_DIR", "PLATFORMIO_WORKSPACE_DIR",
+                 "PLATFORMIO_BUILD_SRC_FLAGS", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield pio_core_dir
+
+
+ProjectFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, pio_env: Path) -> ProjectFactory:
+    """Create a PlatformIO project: envs d1_mini (ESP8266) and esp32dev (ESP32), a data/ folder.
+
+    ``extra_ini`` is appended to platformio.ini; ``uses_version=False`` gives a sketch that never
+    uses FW_VERSION (so the version cannot reach the binary).
+    """
+
+    def make(name: str = "demo", *, extra_ini: str = "", uses_version: bool = True, data: bool = True) -> Path:
+        project = tmp_path / name
+        (project / "src").mkdir(parents=True)
+        (project / "include").mkdir()
+        (project / "include" / "acrelease_version.h").write_text(VERSION_HEADER)
+        sketch = SKETCH_WITH_VERSION if uses_version else SKETCH_WITHOUT_VERSION
+        (project / "src" / "main.cpp").write_text(sketch)
+        ini = BASE_INI.format(platform=PLATFORM_DIR.as_uri()) + textwrap.dedent(extra_ini)
+        (project / "platformio.ini").write_text(ini)
+        if data:
+            (project / "data").mkdir()
+            (project / "data" / "index.html").write_text("<h1>hello from the filesystem</h1>\n")
+        return project
+
+    return make
