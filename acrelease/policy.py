@@ -1,0 +1,208 @@
+"""The update decision: what a device that asks gets. Pure: no I/O, no clock, no logging.
+
+:func:`decide` implements PROTOCOL.md section H on top of the clients' contract (section F) for
+the version-aware endpoint ``/update/<project>/<target>``; :func:`decide_download` is the
+smaller rule set for a file a device names itself (AutoConnect's manual pick, H.2).
+Every decision carries a short human ``reason`` that the server writes into its log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import semver
+
+from acrelease import chips
+from acrelease.catalog.index import Artifact, PublishedRelease, TargetIndex
+
+STABLE = "stable"
+SKETCH_MODE = "sketch"
+VERSION_MODE = "version"
+FILESYSTEM_MODES = frozenset({"spiffs", "littlefs", "fatfs", "flashfs"})
+"""``x-ESP8266-mode: spiffs`` (also LittleFS) and the ESP32 ``updateFs`` family (PROTOCOL.md F.31)."""
+
+# ESP8266 flash-size nibble (image byte 3, high 4 bits) -> bytes, as the core reads it
+# (PROTOCOL.md C.3, Esp.cpp magicFlashChipSize). Used by the catalog factory and tests.
+ESP8266_FLASH_NIBBLE: dict[int, int] = {
+    0: 512 * 1024, 1: 256 * 1024, 2: 1 << 20, 3: 2 << 20, 4: 4 << 20, 8: 8 << 20, 9: 16 << 20,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What a device told us about itself, already parsed (see ``acrelease.server.device``).
+
+    Every field is ``None`` when the header was absent or unusable; nothing here raises.
+    """
+
+    arch: str | None = None
+    """``ESP8266`` or ``ESP32`` (the ``x-<ARCH>-*`` family / User-Agent), ``None`` if not an ESP."""
+    update_agent: bool = False
+    """User-Agent is ``ESP8266-http-Update`` or ``ESP32-http-Update`` (PROTOCOL.md F.26)."""
+    missing: tuple[str, ...] = ()
+    """Mandatory ``x-<ARCH>-*`` headers that were not sent (F.26)."""
+    mac: str | None = None
+    """``AA:BB:CC:DD:EE:FF``: STA-MAC, else BASE-MAC (H.7)."""
+    chip_id: str | None = None
+    free_space: int | None = None
+    sketch_size: int | None = None
+    sketch_md5: str | None = None
+    """32 lower-case hex or ``None``."""
+    chip_size: int | None = None
+    sdk_version: str | None = None
+    mode: str | None = None
+    """Lower-case ``x-<ARCH>-mode``."""
+    version_text: str | None = None
+    """``x-<ARCH>-version`` as sent (capped), for the log."""
+    version: semver.Version | None = None
+    """``version_text`` parsed leniently (H.3); ``None`` when absent or not SemVer."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoUpdate:
+    """Answer ``304 Not Modified`` (F.23): nothing newer for this device."""
+
+    reason: str
+    status: int = 304
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Answer ``200`` with ``artifact``'s bytes, ``x-MD5`` and ``x-version`` (F.16-F.21, F.27)."""
+
+    release: PublishedRelease
+    artifact: Artifact
+    reason: str
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """``x-ESP8266-mode: version``: ``200`` with ``x-version`` and ``x-MD5``, no body (F.30, H.6)."""
+
+    release: PublishedRelease
+    artifact: Artifact
+    reason: str
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer ``status`` (403, 404) with nothing served; ``reason`` goes to the log (H.5)."""
+
+    status: int
+    reason: str
+
+
+Decision = NoUpdate | Offer | Announce | Refuse
+
+
+def eligible(target: TargetIndex, channel: str) -> list[PublishedRelease]:
+    """Releases a device on ``channel`` may get, newest first: never yanked; ``stable`` gets
+    stable only, any other channel gets its own releases and stable ones."""
+    return [r for r in target.releases
+            if not r.yanked and (r.channel == STABLE or r.channel == channel)]
+
+
+def target_arch(target: TargetIndex) -> str | None:
+    chip = chips.lookup(target.chip)
+    return chip.arch if chip else None
+
+
+def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> Decision:
+    """The version-aware endpoint's answer for ``device`` asking for ``target`` on ``channel``."""
+    if device.arch is None or not device.update_agent:
+        return Refuse(403, "not an ESP update client (User-Agent)")  # F.26
+    if device.missing:
+        return Refuse(403, "missing headers: " + ", ".join(device.missing))  # F.26
+    arch = target_arch(target)
+    if arch != device.arch:
+        # H.4: never serve another chip family's image.
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} target")
+    mode = device.mode or SKETCH_MODE
+    pool = eligible(target, channel)
+    if mode == VERSION_MODE:
+        if not pool:
+            return Refuse(404, f"nothing published on channel {channel!r}")  # -102 beats -104 here
+        newest = pool[0]
+        return Announce(newest, newest.firmware, f"announce {newest.version}")  # F.30: never 304
+    if mode in FILESYSTEM_MODES:
+        pool = [r for r in pool if r.filesystem is not None]
+    elif mode != SKETCH_MODE:
+        return Refuse(404, f"unsupported mode {mode!r}")
+    if not pool:
+        what = "filesystem image" if mode in FILESYSTEM_MODES else "firmware"
+        return NoUpdate(f"no {what} published on channel {channel!r}")
+    newest = pool[0]
+    artifact = newest.filesystem if mode in FILESYSTEM_MODES else newest.firmware
+    assert artifact is not None  # filtered above
+    running, how = _running_version(device, target)
+    if running is not None:
+        if _is_yanked(target, running):
+            reason = f"running yanked {running}, rolling to {newest.version}"
+        elif running >= newest.version:
+            return NoUpdate(f"{how} {running} >= {newest.version}")  # H.1
+        else:
+            reason = f"{how} {running} < {newest.version}"
+    else:
+        # H.2/H.3 and F.28: no usable version is never a 304 by itself.
+        reason = f"unknown running version, offering {newest.version}"
+    refusal = _misfit(device, artifact, mode)
+    if refusal is not None:
+        return refusal
+    return Offer(newest, artifact, reason)
+
+
+def decide_download(device: DeviceFacts, target: TargetIndex, release: PublishedRelease,
+                    artifact: Artifact) -> Decision:
+    """A device (AutoConnect) downloads a file it picked by name (PROTOCOL.md H.2).
+
+    Only applies when the request carries ESP update headers: the file is served unless it is
+    for another chip family, does not fit, or the device's sketch MD5 shows it already runs it.
+    """
+    arch = target_arch(target)
+    if device.arch is not None and arch != device.arch:
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} file")
+    mode = device.mode or SKETCH_MODE
+    if artifact.kind == "firmware" and mode in FILESYSTEM_MODES:
+        return Refuse(403, f"mode {mode} asked for a firmware file")  # F.31
+    if artifact.kind == "filesystem" and mode == SKETCH_MODE:
+        return Refuse(403, "sketch mode asked for a filesystem file")  # F.31
+    if artifact.kind == "firmware" and device.sketch_md5 == artifact.md5:
+        return NoUpdate(f"already running {release.version} (sketch-md5)")  # F.29
+    refusal = _misfit(device, artifact, mode)
+    if refusal is not None:
+        return refusal
+    return Offer(release, artifact, f"requested {artifact.name}")
+
+
+def _running_version(device: DeviceFacts, target: TargetIndex) -> tuple[semver.Version | None, str]:
+    """The version the device runs: its ``x-<A>-version`` if parseable (H.1), else the release
+    whose firmware MD5 equals its ``sketch-md5`` (H.2, F.29; C.4 caveats make this best effort)."""
+    if device.version is not None:
+        return device.version, "device"
+    if device.sketch_md5:
+        for release in target.releases:
+            if release.firmware.md5 == device.sketch_md5:
+                return release.version, "sketch-md5 of"
+    return None, ""
+
+
+def _is_yanked(target: TargetIndex, version: semver.Version) -> bool:
+    release = target.release(version)
+    return release is not None and release.yanked
+
+
+def _misfit(device: DeviceFacts, artifact: Artifact, mode: str) -> Refuse | None:
+    """H.5: do not send what the device will refuse after downloading it."""
+    # free-space is the free *sketch* space; filesystem updates are bounded by the FS
+    # partition instead, which no header reports (PROTOCOL.md C.3, C.6, D.3).
+    if mode == SKETCH_MODE and device.free_space is not None and artifact.size > device.free_space:
+        return Refuse(403, f"{artifact.name} is {artifact.size} bytes, free-space {device.free_space}")
+    if (mode == SKETCH_MODE and device.arch == "ESP8266" and device.chip_size is not None
+            and artifact.flash_size is not None and not artifact.format.startswith("gzip")
+            and artifact.flash_size > device.chip_size):
+        # PROTOCOL.md C.3 / F.18: -107 "New Binary Does Not Fit Flash Size".
+        return Refuse(403, f"{artifact.name} declares {artifact.flash_size} bytes of flash, "
+                           f"chip-size {device.chip_size}")
+    return None

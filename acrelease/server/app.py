@@ -1,0 +1,292 @@
+"""The update server as a plain ASGI app: ``create_app(settings)``.
+
+Routes (issue 2):
+
+* ``GET|HEAD /update/<project>/<target>[?channel=C]``: version-aware endpoint (policy.decide);
+* ``GET /_catalog?op=list&path=P``: AutoConnect catalog (any user agent);
+* ``GET|HEAD /<project>/<target>/<file>``: download of a published file (any user agent),
+  looked up in the index, never mapped onto the filesystem by string (DESIGN.md 8).
+
+Every decision is logged in one line: device MAC (or ``-``), source address, method and path,
+status and reason (PROTOCOL.md H.5, H.7). No answer ever carries a filesystem path, and no
+client input leads to a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from urllib.parse import parse_qsl
+
+from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
+from acrelease.server import httpcache, listing
+from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
+from acrelease.server.catalog import Catalog, CatalogState
+from acrelease.server.device import device_facts
+from acrelease.server.settings import ServerSettings
+
+log = logging.getLogger("acrelease.server")
+
+CHUNK = 256 * 1024
+"""Bodies go out in slices of the mmap, so flow control bounds memory per client."""
+
+Headers = list[tuple[bytes, bytes]]
+REASONS = {400: b"Bad Request\n", 403: b"Forbidden\n", 404: b"Not Found\n",
+           405: b"Method Not Allowed\n", 416: b"Range Not Satisfiable\n"}
+OCTETS = (b"content-type", b"application/octet-stream")
+TEXT = (b"content-type", b"text/plain; charset=utf-8")
+JSON = (b"content-type", b"application/json")
+ALLOW = (b"allow", b"GET, HEAD")
+UPDATE_PREFIX = "/update/"
+
+
+def create_app(settings: ServerSettings, catalog: Catalog | None = None) -> UpdateApp:
+    """The ASGI app for ``settings.catalog``; pass ``catalog`` to share an already loaded one
+    (``serve`` loads it before forking workers so the verification is done once)."""
+    return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
+                                        recheck_interval=settings.recheck_interval))
+
+
+class UpdateApp:
+    """ASGI callable; its lifespan starts and stops the catalog watcher."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._listing_state: CatalogState | None = None
+        self._listings: dict[str, bytes | None] = {}
+
+    async def startup(self) -> None:
+        await self.catalog.start()
+
+    async def shutdown(self) -> None:
+        await self.catalog.stop()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method != "GET" and method != "HEAD":
+            # The server exposes no write endpoint (issue 4).
+            await _simple(send, 405, method, extra=[ALLOW])
+            self._log(scope, None, 405, "method not allowed")
+            return
+        state = self.catalog.state
+        if path.startswith(UPDATE_PREFIX):
+            await self._update(scope, send, state, path[len(UPDATE_PREFIX):])
+        elif path == "/_catalog":
+            await self._catalog(scope, send, state)
+        else:
+            await self._download(scope, send, state, path)
+
+    # -- /update/<project>/<target> ----------------------------------------------------------
+
+    async def _update(self, scope: Scope, send: Send, state: CatalogState, rest: str) -> None:
+        project, _, target_name = rest.rstrip("/").partition("/")
+        target = state.target(project, target_name) if "/" not in target_name else None
+        device = device_facts(scope["headers"])
+        if target is None:
+            await _simple(send, 404, scope["method"])
+            self._log(scope, device, 404, "unknown project/target")
+            return
+        channel = _query(scope).get("channel") or "stable"
+        decision = decide(device, target, channel[:32])
+        await self._answer(scope, send, state, device, decision, update=True)
+
+    async def _answer(self, scope: Scope, send: Send, state: CatalogState, device: DeviceFacts,
+                      decision: Decision, *, update: bool) -> None:
+        method = scope["method"]
+        if isinstance(decision, NoUpdate):
+            # The policy 304 (F.23): "your device is current"; no body, no validators.
+            await send({"type": "http.response.start", "status": 304, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        elif isinstance(decision, Refuse):
+            await _simple(send, decision.status, method)
+        elif isinstance(decision, Announce):
+            # F.30: x-version (and x-MD5), no body, never 304.
+            headers = [(b"content-length", b"0"), (b"x-version", str(decision.release.version).encode()),
+                       (b"x-md5", decision.artifact.md5.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            data = state.data(decision.artifact)
+            if data is None:
+                await _simple(send, 404, method)
+                self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
+                return
+            if update:
+                await self._send_image(scope, send, device, decision, data)
+            else:
+                await self._send_file(scope, send, device, decision, data)
+            self._log(scope, device, 200, decision.reason)
+            return
+        self._log(scope, device, decision.status, decision.reason)
+
+    async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
+                          data: memoryview) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": _image_headers(offer, device, len(data))})
+        await _body(scope, send, data)
+
+    # -- /_catalog ----------------------------------------------------------------------------
+
+    async def _catalog(self, scope: Scope, send: Send, state: CatalogState) -> None:
+        query = _query(scope)
+        if query.get("op") != "list":
+            await _simple(send, 400, scope["method"])
+            self._log(scope, None, 400, "catalog: unknown op")
+            return
+        body = self._listing(state, query.get("path", "."))
+        if body is None:
+            await _simple(send, 404, scope["method"])
+            self._log(scope, None, 404, "catalog: unknown path")
+            return
+        headers = [(b"content-length", str(len(body)).encode()), JSON]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        self._log(scope, None, 200, "catalog listed")
+
+    def _listing(self, state: CatalogState, path: str) -> bytes | None:
+        if self._listing_state is not state:  # cache per catalog state
+            self._listing_state, self._listings = state, {}
+        if path not in self._listings:
+            parts = listing.split_path(path)
+            entries = listing.listing(state, parts) if parts is not None else None
+            body = listing.render(entries) if entries is not None else None
+            if len(self._listings) < 1024:
+                self._listings[path] = body
+            return body
+        return self._listings[path]
+
+    # -- /<project>/<target>/<file> -----------------------------------------------------------
+
+    async def _download(self, scope: Scope, send: Send, state: CatalogState, path: str) -> None:
+        entry = state.files.get(path[1:])  # exact index lookup: no filesystem mapping
+        device = device_facts(scope["headers"])
+        if entry is None:
+            await _simple(send, 404, scope["method"])
+            self._log(scope, device, 404, "no such file")
+            return
+        if device.arch is not None:
+            decision = decide_download(device, entry.target, entry.release, entry.artifact)
+        else:
+            decision = Offer(entry.release, entry.artifact, f"download {entry.artifact.name}")
+        await self._answer(scope, send, state, device, decision, update=False)
+
+    async def _send_file(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
+                         data: memoryview) -> None:
+        artifact = offer.artifact
+        etag = httpcache.strong_etag(artifact.sha256)
+        wanted = _headers(scope["headers"], (b"if-none-match", b"range", b"if-range"))
+        outcome = httpcache.evaluate(etag, len(data), if_none_match=wanted.get(b"if-none-match"),
+                                     range_header=wanted.get(b"range"), if_range=wanted.get(b"if-range"))
+        etag_header = (b"etag", etag.encode())
+        if isinstance(outcome, httpcache.NotModified):
+            # The cache 304 (RFC 9110 15.4.5): validators only, no body.
+            await send({"type": "http.response.start", "status": 304, "headers": [etag_header]})
+            await send({"type": "http.response.body", "body": b""})
+        elif isinstance(outcome, httpcache.Unsatisfiable):
+            await _simple(send, 416, scope["method"],
+                          extra=[(b"content-range", f"bytes */{len(data)}".encode()), etag_header])
+        elif isinstance(outcome, httpcache.Partial):
+            part = data[outcome.start:outcome.end + 1]
+            headers = [(b"content-length", str(len(part)).encode()), OCTETS, etag_header,
+                       (b"content-range", f"bytes {outcome.start}-{outcome.end}/{len(data)}".encode()),
+                       (b"accept-ranges", b"bytes")]
+            await send({"type": "http.response.start", "status": 206, "headers": headers})
+            await _body(scope, send, part)
+        else:
+            headers = _image_headers(offer, device, len(data))
+            headers += [etag_header, (b"accept-ranges", b"bytes")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await _body(scope, send, data)
+
+    # -- logging --------------------------------------------------------------------------------
+
+    def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client")
+        source = client[0] if client else "-"
+        query = scope.get("query_string", b"")
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        log.info("%s %s %s %s -> %d %s", (device.mac if device else None) or "-", source,
+                 scope["method"], ascii(target[:200])[1:-1], status, reason)
+
+
+def _image_headers(offer: Offer, device: DeviceFacts, size: int) -> Headers:
+    artifact = offer.artifact
+    headers = [(b"content-length", str(size).encode()), OCTETS,
+               (b"content-disposition", f'attachment; filename="{artifact.name}"'.encode()),
+               (b"x-md5", artifact.md5.encode()),  # F.19: one header, 32 lower-case hex
+               (b"x-version", str(offer.release.version).encode())]
+    if device.arch == "ESP32":
+        headers.append((b"x-sha256", artifact.sha256.encode()))  # F.21: 64 hex, new ESP32 cores
+    return headers
+
+
+async def _body(scope: Scope, send: Send, data: memoryview) -> None:
+    """Send ``data`` in CHUNK slices (nothing for HEAD); awaits the server's flow control."""
+    if scope["method"] == "HEAD":
+        await send({"type": "http.response.body", "body": b""})
+        return
+    zero_copy = bool(scope.get("extensions", {}).get(ZERO_COPY))
+    size = len(data)
+    for offset in range(0, size, CHUNK):
+        piece = data[offset:offset + CHUNK]
+        await send({"type": "http.response.body", "body": piece if zero_copy else bytes(piece),
+                    "more_body": offset + CHUNK < size})
+    if size == 0:
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _simple(send: Send, status: int, method: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = REASONS.get(status, b"")
+    headers = [(b"content-length", str(len(body)).encode()), TEXT, *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    # AutoConnect does not URL-encode path= (A.2); parse_qsl tolerates that. First value wins.
+    result: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, max_num_fields=20)
+    except ValueError:  # more than 20 fields: treated as no query at all
+        return {}
+    for key, value in pairs:
+        result.setdefault(key, value)
+    return result
+
+
+def _headers(headers: Iterable[tuple[bytes, bytes]], names: tuple[bytes, ...]) -> dict[bytes, str]:
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in names and lowered not in found:
+            found[lowered] = value.decode("latin-1")
+    return found
+

@@ -1,0 +1,224 @@
+"""The serving side of the catalog: a verified, memory-mapped snapshot of ``index.json``.
+
+* ``index.json`` is the only thing trusted (DESIGN.md 8): a file the index does not name is
+  never served, and a URL is never mapped onto the filesystem by string.
+* Each named file is verified once, off the event loop: a regular file whose real path lies
+  under the catalog root's real path (a symlink out is refused), whose size, SHA-256 and MD5
+  equal the index. A file that fails is logged loudly and answered 404 (issue 4).
+* Verified files are kept as read-only ``mmap`` views: the page cache is shared by all requests
+  and all workers, so memory stays flat in the number of clients and the image size.
+* Verification results are cached by (path, sha256, size, mtime, inode), so a reload does not
+  re-hash unchanged files.
+* A watcher polls ``index.json``'s stat every ``poll_interval`` and swaps in a new
+  :class:`CatalogState` in one assignment (no torn read, no restart). A broken index keeps the
+  previous good state. Every ``recheck_interval`` served files are re-stat'ed, so a file
+  replaced or deleted behind the server's back stops being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import mmap
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from acrelease.catalog.index import (
+    INDEX_NAME,
+    Artifact,
+    CatalogIndex,
+    PublishedRelease,
+    TargetIndex,
+    parse_index,
+)
+from acrelease.errors import CatalogError
+
+log = logging.getLogger("acrelease.server.catalog")
+
+FileKey = tuple[str, str, int, int, int, int]
+"""(real path, sha256, size, mtime_ns, inode, device) of a verified file."""
+IndexSignature = tuple[int, int, int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One published file, as the index describes it."""
+
+    target: TargetIndex
+    release: PublishedRelease
+    artifact: Artifact
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    key: FileKey
+    data: memoryview
+    """Read-only view of the whole file (an mmap)."""
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """An immutable snapshot: the index, its files by path, and the verified bytes."""
+
+    index: CatalogIndex = field(default_factory=CatalogIndex)
+    files: dict[str, Entry] = field(default_factory=dict)
+    """``project/target/name`` -> entry, for every file the index names."""
+    blobs: dict[str, Verified] = field(default_factory=dict)
+    """Files that passed verification, by the same key."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """Files that failed verification -> why."""
+
+    def target(self, project: str, target: str) -> TargetIndex | None:
+        return self.index.target(project, target)
+
+    def data(self, artifact: Artifact) -> memoryview | None:
+        """The verified bytes of ``artifact``, or ``None`` (answer 404)."""
+        verified = self.blobs.get(artifact.file)
+        if verified is None or verified.key[1] != artifact.sha256:
+            return None
+        return verified.data
+
+
+def index_signature(root: Path) -> IndexSignature:
+    try:
+        st = os.stat(root / INDEX_NAME)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+class Catalog:
+    """Holds the current :class:`CatalogState` of one catalog root and keeps it fresh."""
+
+    def __init__(self, root: Path, *, poll_interval: float = 0.25, recheck_interval: float = 5.0) -> None:
+        self.root = root
+        self._root_real = os.path.realpath(root)
+        self.poll_interval = poll_interval
+        self.recheck_interval = recheck_interval
+        self.state = CatalogState()
+        self._signature: IndexSignature = None
+        self._loaded = False
+        self._verified: dict[FileKey, Verified] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- synchronous core (runs in a worker thread, or before forking) -----------------------
+
+    def load(self) -> bool:
+        """(Re)read ``index.json`` if it changed since the last load; True if a new state is in."""
+        signature = index_signature(self.root)
+        if self._loaded and signature == self._signature:
+            return False
+        self._signature = signature
+        self._loaded = True
+        if signature is None:
+            index = CatalogIndex()
+        else:
+            try:
+                index = parse_index((self.root / INDEX_NAME).read_bytes(), INDEX_NAME)
+            except (CatalogError, OSError) as exc:
+                log.error("catalog: %s; still serving generation %d", _one_line(exc),
+                          self.state.index.generation)
+                return False
+        self._install(index)
+        return True
+
+    def recheck(self) -> bool:
+        """Re-stat every file of the current index; True if what is served changed."""
+        before = self.state
+        self._install(before.index)
+        return self.state.blobs.keys() != before.blobs.keys() or any(
+            self.state.blobs[k].key != before.blobs[k].key for k in self.state.blobs)
+
+    def _install(self, index: CatalogIndex) -> None:
+        files: dict[str, Entry] = {}
+        blobs: dict[str, Verified] = {}
+        problems: dict[str, str] = {}
+        for target, release, artifact in index.artifacts():
+            files[artifact.file] = Entry(target, release, artifact)
+            verified, problem = self._verify(artifact)
+            if verified is not None:
+                blobs[artifact.file] = verified
+            else:
+                problems[artifact.file] = problem
+        previous = self.state
+        for name, problem in problems.items():
+            if previous.problems.get(name) != problem or previous.index is not index:
+                log.warning("catalog: %s is not served (answered 404): %s", name, problem)
+        self._verified = {v.key: v for v in blobs.values()}
+        self.state = CatalogState(index, files, blobs, problems)  # one assignment: atomic swap
+        if previous.index is not index:
+            log.info("catalog: generation %d loaded, %d files served, %d refused",
+                     index.generation, len(blobs), len(problems))
+
+    def _verify(self, artifact: Artifact) -> tuple[Verified | None, str]:
+        relative = artifact.file
+        if relative.startswith("/") or "\\" in relative or "\x00" in relative:
+            return None, "not a relative catalog path"
+        real = os.path.realpath(os.path.join(self._root_real, relative))
+        if not real.startswith(self._root_real + os.sep):
+            return None, "resolves outside the catalog (symlink or '..')"  # issue 4: symlinks out
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            return None, f"cannot open ({exc.strerror})"
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None, "not a regular file"
+            if st.st_size != artifact.size:
+                return None, f"size {st.st_size} differs from the index ({artifact.size})"
+            key: FileKey = (real, artifact.sha256, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+            cached = self._verified.get(key)
+            if cached is not None:
+                return cached, ""
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            return None, f"cannot map ({exc})"
+        finally:
+            os.close(fd)
+        if hashlib.sha256(mapped).hexdigest() != artifact.sha256:
+            mapped.close()
+            return None, "SHA-256 differs from the index"
+        if hashlib.md5(mapped).hexdigest() != artifact.md5:
+            mapped.close()
+            return None, "MD5 differs from the index"
+        return Verified(key, memoryview(mapped)), ""
+
+    # -- asynchronous watcher -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load now (in a thread) unless already loaded, then watch in the background."""
+        if not self._loaded:
+            await asyncio.to_thread(self.load)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        next_recheck = time.monotonic() + self.recheck_interval
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                if index_signature(self.root) != self._signature:
+                    await asyncio.to_thread(self.load)
+                    next_recheck = time.monotonic() + self.recheck_interval
+                elif time.monotonic() >= next_recheck:
+                    await asyncio.to_thread(self.recheck)
+                    next_recheck = time.monotonic() + self.recheck_interval
+            except Exception:  # keep watching whatever happens; the previous state stays
+                log.exception("catalog: reload failed; still serving the previous state")
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,400 @@
+"""acrelease's HTTP/1.x front end: an ``asyncio.Protocol`` (on uvloop) that runs an ASGI app.
+
+Why our own: the production servers' parsers reject ``GET bin/fw.bin HTTP/1.0`` (a target
+without a leading slash), which AutoConnect sends (PROTOCOL.md F.1.3), and a lean protocol is
+what keeps ``Connection: close`` version checks at nginx's rate (brief, "Server facts").
+
+* Request heads are parsed by :mod:`acrelease.server.h1parse` (strict); limits: request-target
+  -> 414, head size or line count -> 431, no complete head in time -> 408, a body -> 413,
+  malformed -> 400. Each of those answers closes the connection; nothing hangs.
+* HTTP/1.0 closes after the answer; HTTP/1.1 keeps alive (idle timeout) unless
+  ``Connection: close``; pipelined requests are answered in order.
+* Flow control: ``send`` awaits while the transport's buffer is above its high-water mark
+  (``pause_writing``/``resume_writing``), so slow clients cost no memory; a client that reads
+  nothing for ``send_timeout`` seconds is dropped (F.4 only needs the other direction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from email.utils import formatdate
+from typing import Any, cast
+
+from acrelease.server.asgi import ZERO_COPY, ASGIApp, Message
+from acrelease.server.h1parse import HeadError, Request, parse_head
+from acrelease.server.settings import ServerSettings
+
+log = logging.getLogger("acrelease.server.http1")
+
+STATUS_LINES: dict[int, bytes] = {
+    code: f"HTTP/1.1 {code} {text}\r\n".encode() for code, text in {
+        200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+        401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+        408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+        416: "Range Not Satisfiable", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+        501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+    }.items()}
+NO_BODY_STATUS = frozenset({204, 304})
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class ClientGone(OSError):
+    """Raised by ``send`` when the client has disconnected (ASGI allows an OSError here)."""
+
+
+class _Date:
+    """The ``Date`` header, formatted once per second."""
+
+    second = 0
+    value = b""
+
+    @classmethod
+    def header(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second, cls.value = now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return cls.value
+
+
+class ServerState:
+    """What all connections of one worker share."""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.connections: set[HTTP1Protocol] = set()
+        self.stopping = False
+
+
+class HTTP1Protocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.idle = False  # between requests of a keep-alive connection
+        self.busy = False  # a request is being answered
+        self.gone = False
+        self.closing = False
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain: asyncio.Future[None] | None = None
+        self.disconnected: asyncio.Future[None] | None = None
+        # Per-response state.
+        self.request: Request | None = None
+        self.head: bytes | None = None
+        self.head_sent = False
+        self.complete = False
+        self.body_delivered = False
+        self.body_allowed = True
+        self.keep_alive = False
+
+    # -- asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.state.connections.add(self)
+        self._arm(self.settings.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.state.connections.discard(self)
+        self._disarm()
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.idle and not self.buffer:
+            self._arm(self.settings.head_timeout)  # a new request has begun: head timeout applies
+            self.idle = False
+        self.buffer += data
+        if self.busy:
+            if len(self.buffer) > self.settings.max_header_bytes and self.transport is not None:
+                self.transport.pause_reading()  # pipelined data waits; do not buffer without bound
+                self.reading_paused = True
+            return
+        self._next_request()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+
+    # -- request heads ------------------------------------------------------------------------------
+
+    def _next_request(self) -> None:
+        buffer = self.buffer
+        while buffer[:2] == b"\r\n":
+            del buffer[:2]  # RFC 9112 2.2: ignore empty lines before a request-line
+        end = buffer.find(b"\r\n\r\n")
+        settings = self.settings
+        if end < 0:
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0 and len(buffer) > settings.max_target_bytes + 64:
+                self._fail(414, "request-target too long")
+            elif line_end >= 0 and len(buffer) - line_end > settings.max_header_bytes:
+                self._fail(431, "request head too large")
+            elif buffer.count(b"\r\n") > settings.max_header_lines + 1:
+                self._fail(431, "too many header lines")
+            return
+        line_end = buffer.find(b"\r\n")
+        if end - line_end > settings.max_header_bytes:
+            self._fail(431, "request head too large")
+            return
+        head = bytes(buffer[:end])
+        del buffer[:end + 4]
+        parsed = parse_head(head, max_target=settings.max_target_bytes, max_lines=settings.max_header_lines)
+        if isinstance(parsed, HeadError):
+            self._fail(parsed.status, parsed.reason)
+            return
+        self._disarm()
+        self._start(parsed)
+
+    def _start(self, request: Request) -> None:
+        self.busy = True
+        self.request = request
+        self.head = None
+        self.head_sent = False
+        self.complete = False
+        self.body_delivered = False
+        self.body_allowed = request.method != "HEAD"
+        self.keep_alive = request.keep_alive and not self.state.stopping
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.http_version, "method": request.method, "scheme": "http",
+            "path": request.path, "raw_path": request.raw_path, "query_string": request.query,
+            "root_path": "", "headers": request.headers, "client": self.client, "server": self.server,
+            "extensions": {ZERO_COPY: True},
+        }
+        self.loop.create_task(self._run(scope))
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        try:
+            await self.state.app(scope, self._receive, self._send)
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("unhandled error in the application")
+            if not self.head_sent and self.head is None and not self.gone:
+                self._fail(500, "application error")
+                return
+        if not self.complete and not self.gone and self.transport is not None:
+            self.transport.abort()  # a half-sent answer must not look complete
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        self.busy = False
+        self.request = None
+        if self.gone or self.transport is None:
+            return
+        if not self.keep_alive:
+            self.closing = True
+            self.transport.close()
+            return
+        self.idle = True
+        self._arm(self.settings.keep_alive_timeout)
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.buffer:
+            self.idle = False
+            self._arm(self.settings.head_timeout)
+            self._next_request()
+
+    # -- ASGI receive/send ----------------------------------------------------------------------------
+
+    async def _receive(self) -> Message:
+        if not self.body_delivered:
+            self.body_delivered = True  # requests never carry a body (413 otherwise)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self.disconnected is None:
+            self.disconnected = self.loop.create_future()
+        if not self.gone:
+            await self.disconnected
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        if self.gone:
+            raise ClientGone("client disconnected")
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.head is not None:
+                raise RuntimeError("response already started")
+            self.head = self._response_head(int(message["status"]), message.get("headers", ()))
+            return
+        if kind != "http.response.body" or self.head is None or self.complete:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        transport = self.transport
+        assert transport is not None
+        if not self.head_sent:
+            self.head_sent = True
+            if body and self.body_allowed:
+                transport.writelines((self.head, body))
+            else:
+                transport.write(self.head)
+        elif body and self.body_allowed:
+            transport.write(body)
+        if not more:
+            self.complete = True
+            return
+        if self.write_paused and not self.gone:
+            self.drain = self.loop.create_future()
+            self._arm(self.settings.send_timeout)
+            await self.drain
+            self._disarm()
+            if self.gone:
+                raise ClientGone("client disconnected")
+
+    def _response_head(self, status: int, headers: Any) -> bytes:
+        if status in NO_BODY_STATUS:
+            self.body_allowed = False
+        parts = [STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode(), _Date.header(),
+                 b"server: acrelease\r\n"]
+        has_length = False
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                has_length = True
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if not has_length and self.body_allowed and status not in NO_BODY_STATUS:
+            self.keep_alive = False  # the body is delimited by closing the connection
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # -- errors and timers ------------------------------------------------------------------------
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer a request the front end refuses (or a timeout) and close the connection."""
+        self.closing = True
+        self._disarm()
+        if self.transport is None or self.gone:
+            return
+        peer = self.client[0] if self.client else "-"
+        log.info("- %s - - -> %d %s", peer, status, reason)
+        body = STATUS_LINES.get(status, b"HTTP/1.1 400 Bad Request\r\n")[9:].rstrip(b"\r\n") + b"\n"
+        self.transport.write(b"".join((STATUS_LINES.get(status, STATUS_LINES[400]), _Date.header(),
+                                       b"server: acrelease\r\ncontent-type: text/plain\r\n",
+                                       b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body), body)))
+        self.transport.close()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.gone or self.transport is None:
+            return
+        if self.busy:
+            log.info("- %s - - -> dropped: read nothing for %.0f s", self.client[0] if self.client else "-",
+                     self.settings.send_timeout)
+            self.transport.abort()
+        elif self.idle and not self.buffer:
+            self.transport.close()  # idle keep-alive connection
+        else:
+            self._fail(408, "no complete request head in time")
+
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(delay, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle, else after the answer in flight."""
+        self.keep_alive = False
+        if not self.busy and self.transport is not None:
+            self.closing = True
+            self.transport.close()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None
+
+
+class Lifespan:
+    """Runs the app's ASGI lifespan protocol (startup before serving, shutdown after)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._main())
+        await self.inbox.put({"type": "lifespan.startup"})
+        reply = await self.outbox.get()
+        if reply["type"] == "lifespan.startup.failed":
+            raise RuntimeError(reply.get("message") or "application startup failed")
+
+    async def shutdown(self) -> None:
+        if self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.outbox.get(), timeout=10)
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except Exception:
+            log.exception("application lifespan failed")
+        finally:
+            # An app without lifespan support ends without answering: treat as started.
+            self.outbox.put_nowait({"type": "lifespan.startup.complete"})
+
+    async def _send(self, message: Message) -> None:
+        await self.outbox.put(message)
+
+
+async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: asyncio.Event) -> None:
+    """Serve ``app`` on the listening socket ``sock`` until ``stop`` is set, then shut down
+    gracefully: stop accepting, close idle connections, let answers in flight finish for up to
+    ``settings.shutdown_grace`` seconds, abort the rest, run the lifespan shutdown."""
+    loop = asyncio.get_running_loop()
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    state = ServerState(app, settings)
+    server = await loop.create_server(lambda: HTTP1Protocol(state), sock=sock, backlog=4096)
+    try:
+        await stop.wait()
+    finally:
+        state.stopping = True
+        server.close()
+        for connection in list(state.connections):
+            connection.shutdown()
+        deadline = loop.time() + settings.shutdown_grace
+        while state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(state.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        await lifespan.shutdown()

@@ -1,0 +1,196 @@
+"""``serve(settings)``: validate, bind, print the URLs devices use, run until signalled.
+
+One worker serves in this process; ``workers > 1`` pre-forks that many processes that share
+one listening socket (the kernel spreads connections). The catalog is loaded and verified
+*before* forking, so files are hashed once and their mmaps are shared by every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from acrelease.errors import ServeError
+from acrelease.server.app import create_app
+from acrelease.server.catalog import Catalog, CatalogState
+from acrelease.server.http1 import serve_socket
+from acrelease.server.settings import ServerSettings
+
+__all__ = ["ServerSettings", "bind", "print_urls", "serve"]
+
+log = logging.getLogger("acrelease.server")
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the update server until SIGINT/SIGTERM. Raises :class:`ServeError` (one line) when
+    the catalog directory is missing or the address cannot be bound."""
+    root = settings.catalog
+    if not root.is_dir():
+        raise ServeError(f"{root}: catalog directory not found; publish into it first "
+                         "(`acrelease publish --catalog DIR`) or pass the right --catalog")
+    if settings.workers < 1:
+        raise ServeError(f"--workers {settings.workers}: must be at least 1")
+    _configure_logging(settings.log_level)
+    catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
+                      recheck_interval=settings.recheck_interval)
+    catalog.load()
+    sock = bind(settings.host, settings.port)
+    print_urls(settings, catalog.state, sock.getsockname()[1])
+    if settings.workers == 1:
+        _worker(settings, catalog, sock)
+    else:
+        _prefork(settings, catalog, sock)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or :class:`ServeError` naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(4096)  # a thundering herd of devices reconnecting after a power cut
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"{host}:{port}: port in use; stop the other server or pass --port N") from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(f"{host}:{port}: permission denied; use a port above 1023") from None
+        raise ServeError(f"{host}:{port}: cannot listen ({exc.strerror})") from None
+    sock.setblocking(False)
+    return sock
+
+
+def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: TextIO | None = None) -> None:
+    """Tell the operator what to put into sketches (issue 2: README set-up prints these)."""
+    out = out or sys.stdout
+    host, port = _public_host(settings, port)
+    base = f"http://{host}:{port}"
+    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    print(f"acrelease serve: catalog {settings.catalog} (generation {state.index.generation}, "
+          f"{len(state.blobs)} files served)", file=out)
+    print(f"listening on http://{settings.host}:{port} ({workers}); devices reach it as {base}", file=out)
+    for (project, name), target in sorted(state.index.targets.items()):
+        newest = next((str(r.version) for r in target.releases if not r.yanked), "nothing published")
+        print(f"\n{project}/{name} ({target.chip}, newest {newest})", file=out)
+        print(f'  sketch:      ESPhttpUpdate.update(client, "{base}/update/{project}/{name}", FW_VERSION);',
+              file=out)
+        print(f"  catalog:     {base}/_catalog?op=list&path={project}/{name}", file=out)
+        print(f'  AutoConnect: update.host = "{host}"; update.port = {port}; '
+              f'update.uri = "{project}/{name}";',
+              file=out)
+    if not state.index.targets:
+        print("\nnothing published yet: `acrelease publish --catalog DIR` (served within 1 s)", file=out)
+    out.flush()
+
+
+def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
+    if settings.public_url:
+        parts = urlsplit(settings.public_url if "//" in settings.public_url else "//" + settings.public_url)
+        if parts.hostname:
+            return parts.hostname, parts.port or port
+    if settings.host not in ("", "0.0.0.0", "::"):
+        return settings.host, port
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))  # no packet is sent; picks the LAN interface
+        address: str = probe.getsockname()[0]
+        return address, port
+    return socket.gethostname(), port
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("acrelease")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ServeError(f"--log {level}: not a logging level (DEBUG, INFO, WARNING, ERROR)")
+    logger.setLevel(numeric)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket) -> None:
+    app = create_app(settings, catalog)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_socket(app, settings, sock, stop)
+
+    _run(main)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket) -> None:
+    children: dict[int, float] = {}
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 0
+            try:
+                _worker(settings, catalog, sock)
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for _ in range(settings.workers):
+            spawn()
+        while children:
+            pid, status = os.wait()
+            started = children.pop(pid, None)
+            if started is None:
+                continue
+            log.error("worker %d exited (status %d); starting a new one", pid, status)
+            if time.monotonic() - started < 1.0:
+                time.sleep(1.0)  # do not spin if workers die at once
+            spawn()
+    except _Stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    finally:
+        sock.close()

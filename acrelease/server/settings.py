@@ -1,0 +1,41 @@
+"""ServerSettings: everything ``acrelease serve`` can be told, in one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Settings of one server; the CLI maps ``acrelease serve`` flags onto it."""
+
+    catalog: Path
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "INFO"
+    workers: int = 1
+    public_url: str | None = None
+    """How devices reach this server (``http://ota.lan:8000``), for the URLs printed at start."""
+
+    # Limits of the HTTP/1.x front end (issue 4 defaults).
+    max_target_bytes: int = 8 * 1024
+    """Longer request-target -> 414, before any routing."""
+    max_header_bytes: int = 16 * 1024
+    """Larger request head -> 431."""
+    max_header_lines: int = 100
+    """More header lines -> 431."""
+    head_timeout: float = 10.0
+    """No complete request head within this many seconds -> 408."""
+    keep_alive_timeout: float = 15.0
+    """Idle HTTP/1.1 connection closed after this many seconds."""
+    send_timeout: float = 60.0
+    """A client that reads nothing of a response for this long is dropped (PROTOCOL.md F.4)."""
+    shutdown_grace: float = 10.0
+    """On SIGTERM/SIGINT, running responses get this long to finish."""
+
+    # Catalog watcher.
+    poll_interval: float = 0.25
+    """How often index.json's stat is polled (a new publish is served within 1 s)."""
+    recheck_interval: float = 5.0
+    """How often every served file is re-stat'ed (a file changed or deleted behind our back)."""
