@@ -30,6 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 APP_DESC_MAGIC = 0xABCD5432
 PARTITION_MAGIC = b"\xaa\x50"
 PARTITION_TABLE_OFFSET = 0x8000
+APP_OFFSET = 0x10000  # first app partition of the default partition tables
 ARDUINO_APP_OFFSET = 0x1000  # eboot occupies 0..0x1000 of the ESP8266 Arduino .bin
 MAX_GUNZIP = 16 * 1024 * 1024  # larger than any ESP flash; bounds zip bombs
 MAX_SIGNATURE = 4096  # RSA-4096 is 512 bytes; anything much larger is not a signature
@@ -60,6 +61,7 @@ _ESP8266_REGIONS = (
     (0x40200000, 0x40300000),
     (0x60001000, 0x60002000),
 )
+_BOOTLOADER_OFFSETS = sorted({chip.bootloader_offset for chip in CHIPS if chip.bootloader_offset})
 _MERGED = "merged full-flash image (bootloader + partition table + app): export the app-only .bin"
 
 
@@ -279,13 +281,10 @@ def _body(data: bytes) -> _Body:
     if len(data) < 8:
         raise ImageError(f"truncated ESP image ({len(data)} bytes): too short for an image header")
     if data[0] != MAGIC:
-        if (
-            len(data) > ARDUINO_APP_OFFSET
-            and data[ARDUINO_APP_OFFSET] == MAGIC
-            and data[:ARDUINO_APP_OFFSET].count(0xFF) == ARDUINO_APP_OFFSET
-        ):
-            # 0xFF up to 0x1000, then an image: the ESP32/S2 bootloader of a full-flash image
-            return _merged(data, _image_at(data, ARDUINO_APP_OFFSET, len(data), exact=False))
+        for offset in _BOOTLOADER_OFFSETS:
+            if data[offset : offset + 1] == bytes([MAGIC]) and data[:offset].count(0xFF) == offset:
+                # 0xFF up to the chip's bootloader offset, then an image: a full-flash image
+                return _merged(data, _image_at(data, offset, len(data), exact=False))
         raise ImageError(
             f"not an ESP firmware image ({_looks_like(data)}; an image starts with 0xE9, "
             "or 1F 8B when gzip-compressed): pass the firmware .bin of the build"
@@ -294,10 +293,13 @@ def _body(data: bytes) -> _Body:
     if (
         first.arch == "ESP32"
         and len(data) >= PARTITION_TABLE_OFFSET + 32
-        and data[PARTITION_TABLE_OFFSET : PARTITION_TABLE_OFFSET + 2] == PARTITION_MAGIC
         and first.end <= PARTITION_TABLE_OFFSET
+        and (
+            data[PARTITION_TABLE_OFFSET : PARTITION_TABLE_OFFSET + 2] == PARTITION_MAGIC
+            or data[APP_OFFSET : APP_OFFSET + 1] == bytes([MAGIC])
+        )
     ):
-        return _merged(data, first)  # bootloader at 0 (S3, C3, ...), partition table at 0x8000
+        return _merged(data, first)  # bootloader at 0 (S3, C3, ...), then partition table / app
     if first.arch == "ESP8266" and first.end <= ARDUINO_APP_OFFSET and first.end != len(data):
         if len(data) <= ARDUINO_APP_OFFSET:
             raise ImageError(
@@ -313,6 +315,8 @@ def _body(data: bytes) -> _Body:
 
 def _merged(data: bytes, boot: _Walk) -> _Body:
     offset = _partition_app_offset(data)
+    if offset is None and data[APP_OFFSET : APP_OFFSET + 1] == bytes([MAGIC]):
+        offset = APP_OFFSET  # no partition table: the app where the default table puts it
     app = None
     if offset is not None and offset < len(data):
         try:
@@ -471,16 +475,15 @@ def inspect_filesystem(data: bytes, *, where: str) -> FilesystemInfo:
     """Classify a filesystem image; ImageError for an empty file or a firmware image."""
     if not data:
         raise ImageError(f"{where}: empty file: expected a filesystem image (pio run -t buildfs)")
-    if data[:1] == bytes([MAGIC]) or data[:2] == GZIP_MAGIC:
-        try:
-            inspect_image(data)
-        except ImageError:
-            pass
-        else:
-            raise ImageError(
-                f"{where}: this is a firmware image, not a filesystem image: "
-                "pass it as the firmware and the littlefs/spiffs .bin as the filesystem"
-            )
+    try:
+        inspect_image(data)
+    except ImageError:
+        pass
+    else:
+        raise ImageError(
+            f"{where}: this is a firmware image, not a filesystem image: "
+            "pass it as the firmware and the littlefs/spiffs .bin as the filesystem"
+        )
     # littlefs: superblock "littlefs" name at offset 8 of block 0 or 1 (block size unknown: 4 KiB typ.)
     if any(data[at : at + 8] == b"littlefs" for at in (8, 0x1008, 0x2008)):
         return FilesystemInfo("littlefs", len(data))

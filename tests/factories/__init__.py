@@ -1,0 +1,1 @@
+"""Test factories: real ESP images and filesystem images (see images.py)."""
