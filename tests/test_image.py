@@ -433,3 +433,29 @@ def test_mutated_images_raise_only_image_error(seed: int, flips: list[tuple[int,
             data[at] = value
     _inspect_everything(bytes(data[: len(data) - cut]))
     _inspect_everything(bytes(data))
+
+
+def test_make_demo_writes_small_checked_images(tmp_path: Path) -> None:
+    from tests.factories.make_demo import main
+
+    assert main([str(tmp_path)]) == 0
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.bin"))
+    assert written == [
+        "1.0.0/d1mini/firmware.bin",
+        "1.0.0/esp32dev/firmware.bin",
+        "1.1.0/d1mini/firmware.bin",
+        "1.1.0/d1mini/littlefs.bin",
+        "1.1.0/esp32dev/firmware.bin",
+    ]
+    old, new = (
+        (tmp_path / "1.0.0/d1mini/firmware.bin").read_bytes(),
+        (tmp_path / "1.1.0/d1mini/firmware.bin").read_bytes(),
+    )
+    assert (
+        contains_version(old, "1.0.0")
+        and not contains_version(old, "1.1.0")
+        and contains_version(new, "1.1.0")
+    )
+    esp32 = inspect_image((tmp_path / "1.1.0/esp32dev/firmware.bin").read_bytes())
+    assert esp32.chip.key == "esp32" and esp32.servable
+    assert all(p.stat().st_size <= 64 * 1024 for p in tmp_path.rglob("*.bin"))
