@@ -1,0 +1,189 @@
+"""Recording a release: the one code path behind ``acrelease add``, ``build`` and ``collect``.
+
+Everything is checked before anything is written: each firmware is inspected as an OTA image
+for its target's chip and must carry the release's version string (the guard against the
+update loop of devices that never see their version change); each filesystem image must be a
+filesystem, not an app. Only then are the files copied into ``dist/<version>/<target>/`` and
+the manifest rewritten, so a refused ``add`` leaves both untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import semver
+
+from acrelease import manifest as manifest_mod
+from acrelease.chips import Chip
+from acrelease.errors import ImageError, ManifestError, VersionError
+from acrelease.image import ImageInfo, check_ota_image, contains_version, inspect_filesystem, inspect_image
+from acrelease.manifest import ArtifactRecord, Manifest, Release, Target, file_digests
+
+DIST_DIR = "dist"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInput:
+    target: str
+    firmware: Path
+    filesystem: Path | None = None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    version: semver.Version
+    changed: bool
+    """False when every artifact was already recorded with the same bytes (a no-op)."""
+    release: Release
+    added_targets: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    target: Target
+    records: tuple[ArtifactRecord, ...]
+    sources: tuple[Path, ...]
+    learnt_chip: Chip | None
+
+
+def version_hint(define: str) -> str:
+    """The sketch lines that make the version reach the binary, for error messages."""
+    return (f"compile it in (build flag -D{define}=\\\"X.Y.Z\\\", which `acrelease build` passes) and use it, "
+            f"e.g. ESPhttpUpdate.update(client, url, {define});")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def read_image(path: Path) -> tuple[bytes, ImageInfo]:
+    """Read and inspect an image file; errors name the file."""
+    data = _read(path)
+    try:
+        return data, inspect_image(data)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def _dist_name(manifest: Manifest, version: semver.Version, target: str, source: Path) -> str:
+    return f"{DIST_DIR}/{version}/{target}/{source.name}"
+
+
+def _stage(manifest: Manifest, version: semver.Version, item: ArtifactInput,
+           allow_missing_version: bool) -> _Staged:
+    target = manifest.target(item.target)
+    if target is None:
+        known = ", ".join(t.name for t in manifest.targets) or "none"
+        raise ManifestError(f'{manifest.path}: targets: no target named "{item.target}" (known: {known}); '
+                            f"add it to [[targets]] first")
+    data, info = read_image(item.firmware)
+    check_ota_image(info, target.chip, where=str(item.firmware))
+    found = contains_version(data, str(version))
+    if not found and not allow_missing_version:
+        raise ImageError(f'{item.firmware}: the version string "{version}" is not in the image, so devices '
+                         f"would report a stale version and update forever; {version_hint(manifest.version_define)} "
+                         "(or pass --allow-missing-version)")
+    md5, sha256 = file_digests(data)
+    records = [ArtifactRecord("firmware", _dist_name(manifest, version, target.name, item.firmware), len(data),
+                              md5, sha256, info.chip.key, info.format, info.flash_size, found)]
+    sources = [item.firmware]
+    if item.filesystem is not None:
+        fs_data = _read(item.filesystem)
+        fs_info = inspect_filesystem(fs_data, where=str(item.filesystem))
+        fs_md5, fs_sha = file_digests(fs_data)
+        records.append(ArtifactRecord("filesystem", _dist_name(manifest, version, target.name, item.filesystem),
+                                      len(fs_data), fs_md5, fs_sha, info.chip.key, fs_info.format, None, True))
+        sources.append(item.filesystem)
+    if records[0].file == records[-1].file and len(records) == 2:
+        raise ImageError(f"{item.filesystem}: has the same file name as the firmware; rename one of them")
+    learnt = info.chip if target.chip is None else None
+    return _Staged(target, tuple(records), tuple(sources), learnt)
+
+
+def _unchanged(existing: Release, staged: _Staged, manifest: Manifest) -> bool:
+    """True if ``existing`` already holds these exact bytes for the target; raise if other bytes."""
+    recorded = existing.artifacts.get(staged.target.name)
+    if recorded is None:
+        return False
+    for record in staged.records:
+        old = recorded.get(record.kind)
+        if old is None or old.sha256 != record.sha256:
+            raise VersionError(
+                f"{manifest.path}: version {existing.version} of target '{staged.target.name}' is already recorded "
+                f"with other {record.kind} bytes (sha256 {old.sha256[:12] if old else 'none'}…, new "
+                f"{record.sha256[:12]}…); releases are immutable: record a new version instead")
+    return True
+
+
+def _copy_atomic(source: Path, dest: Path) -> bool:
+    """Copy ``source`` to ``dest`` through a temp file and a rename; False if it is already there."""
+    if dest.exists() and dest.resolve() == source.resolve():
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[ArtifactInput], *,
+                channel: str = manifest_mod.DEFAULT_CHANNEL, notes: str = "",
+                allow_missing_version: bool = False, today: dt.date | None = None) -> AddResult:
+    """Validate ``inputs`` as release ``version`` and record them; all or nothing.
+
+    Adding a target to an existing version is allowed (one ``add`` per board); the same bytes
+    again is a no-op (``changed=False``); other bytes under a recorded version are refused.
+    """
+    manifest = manifest_mod.load(manifest_path)
+    if not inputs:
+        raise ManifestError(f"{manifest_path}: nothing to add: name a target and its firmware file")
+    names = [i.target for i in inputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ManifestError(f"{manifest_path}: target {', '.join(duplicates)} given more than once")
+    staged = [_stage(manifest, version, item, allow_missing_version) for item in inputs]
+    existing = manifest.release(version)
+    new = [s for s in staged if existing is None or not _unchanged(existing, s, manifest)]
+    release = existing or Release(version, channel, (today or dt.date.today()).isoformat(), notes,
+                                  {}, allow_missing_version)
+    if not new:
+        return AddResult(version, False, release)
+
+    created: list[Path] = []
+    try:
+        for item in new:
+            for record, source in zip(item.records, item.sources, strict=True):
+                dest = manifest.root / record.file
+                if _copy_atomic(source, dest):
+                    created.append(dest)
+        manifest_mod.record_artifacts(manifest_path, release, {s.target.name: s.records for s in new})
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    for item in new:
+        if item.learnt_chip is not None:
+            manifest_mod.set_target_chip(manifest_path, item.target.name, item.learnt_chip)
+    final = manifest_mod.load(manifest_path, verify_files=False).release(version)
+    assert final is not None
+    return AddResult(version, True, final, tuple(s.target.name for s in new))
