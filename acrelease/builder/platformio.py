@@ -119,6 +119,11 @@ def _run_pio(args: list[str], project_dir: Path, environ: Mapping[str, str], tim
     return result.returncode, result.tail_text
 
 
+def _value(raw: Any) -> str | tuple[str, ...]:
+    # Multi-line options (build_flags, lib_deps) come as lists.
+    return tuple(str(x) for x in raw) if isinstance(raw, list) else str(raw)
+
+
 def parse_project_config(project_dir: Path, text: str) -> PioProject:
     """Parse the JSON of ``pio project config --json-output``: ``[[section, [[key, value]...]]...]``."""
     try:
@@ -126,13 +131,14 @@ def parse_project_config(project_dir: Path, text: str) -> PioProject:
         settings: dict[str, str | tuple[str, ...]] = {}
         envs: list[PioEnv] = []
         for section, items in sections:
-            options = {str(k): (tuple(str(x) for x in v) if isinstance(v, list) else str(v)) for k, v in items}
+            options = {str(k): _value(v) for k, v in items}
             if section == "platformio":
                 settings = options
             elif section.startswith("env:"):
                 envs.append(PioEnv(section[4:], options))
     except (ValueError, TypeError) as exc:
-        raise BuildError(f"{project_dir}: cannot read `pio project config` output ({exc})", text[-2000:]) from None
+        raise BuildError(f"{project_dir}: cannot read `pio project config` output ({exc})",
+                         text[-2000:]) from None
     return PioProject(project_dir, settings, tuple(envs))
 
 
@@ -140,7 +146,7 @@ def read_project(project_dir: Path, *, environ: Mapping[str, str] | None = None)
     """Read ``platformio.ini`` through ``pio project config``; BuildError if it is not a project."""
     project_dir = project_dir.resolve()
     if not (project_dir / "platformio.ini").is_file():
-        raise BuildError(f"{project_dir}: no platformio.ini here; run in a PlatformIO project (or pass its folder)")
+        raise BuildError(f"{project_dir}: no platformio.ini here; run acrelease in a PlatformIO project")
     env = pio_environ(environ)
     code, tail = _run_pio(["project", "config", "--json-output", "-d", str(project_dir)], project_dir, env,
                           CONFIG_TIMEOUT, None)
@@ -239,22 +245,25 @@ def build_env(project: PioProject, env: str, *, version: str, define: str, files
     """
     started = time.monotonic()
     base = pio_environ(environ)
-    flags = " ".join(part for part in (base.get("PLATFORMIO_BUILD_FLAGS", ""), version_flag(define, version)) if part)
+    # Appended to any flags the user already passes this way; the ini's build_flags stay as they are.
+    user_flags = base.get("PLATFORMIO_BUILD_FLAGS", "")
+    flags = " ".join(part for part in (user_flags, version_flag(define, version)) if part)
     run_env = {**base, "PLATFORMIO_BUILD_FLAGS": flags}
     out_dir = staging / env
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    code, tail = _run_pio(["run", "-d", str(project.path), "-e", env], project.path, run_env, timeout, on_line)
+    run = ["run", "-d", str(project.path), "-e", env]
+    code, tail = _run_pio(run, project.path, run_env, timeout, on_line)
     if code != 0:
-        raise BuildError(f"PlatformIO build of env '{env}' failed (pio run exited {code}); its output ends:", tail)
+        raise BuildError(f"PlatformIO build of env '{env}' failed (pio run exited {code}); its output ends:",
+                         tail)
     env_build = project.build_dir(run_env) / env
     firmware = _collect(env_build / FIRMWARE_NAME, out_dir, env, tail, "firmware image")
 
     fs_image: Path | None = None
     if filesystem:
         # Identical environment: other flags would make PlatformIO wipe the build dir again.
-        code, tail = _run_pio(["run", "-d", str(project.path), "-e", env, "-t", "buildfs"], project.path,
-                              run_env, timeout, on_line)
+        code, tail = _run_pio([*run, "-t", "buildfs"], project.path, run_env, timeout, on_line)
         if code != 0:
             raise BuildError(f"PlatformIO filesystem build (-t buildfs) of env '{env}' failed "
                              f"(exit {code}); its output ends:", tail)
