@@ -174,14 +174,16 @@ def _walk(data: bytes, start: int, limit: int, arch: str) -> _Walk | str:
 def _image_at(data: bytes, start: int, limit: int, *, exact: bool) -> _Walk:
     """The image at ``start`` ending at ``limit`` (``exact``) or before it; ImageError if none.
 
-    Both header layouts are tried: an ESP8266 header's first segment can read as a known ESP32
-    chip id (a 16-byte first segment reads as ESP32-H2), so a walk must also land where expected.
+    Both header layouts are tried, ESP8266 first: its first segment header can read as a known
+    ESP32 chip id (a 16-byte first segment reads as ESP32-H2), while the ESP8266 reading of a real
+    ESP32 header never passes: its first "load address" would be the wp_pin and drive bytes
+    (0x000000EE), outside the ESP8266 memory map.
     """
     if data[start] != MAGIC:
         raise ImageError(f"no ESP image at 0x{start:x} (first byte 0x{data[start]:02x}, not 0xE9)")
     fits: list[_Walk] = []
     truncated = False
-    for arch in ("ESP32", "ESP8266"):
+    for arch in ("ESP8266", "ESP32"):
         walk = _walk(data, start, limit, arch)
         if isinstance(walk, str):
             truncated = truncated or walk == "truncated"
