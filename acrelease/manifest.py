@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -348,9 +349,15 @@ def _read_document(path: Path) -> tomlkit.TOMLDocument:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
 
 
+_HEADER_AFTER_VALUE = re.compile(r"(?m)^([^\s#\[][^\n]*\n)(\[)")
+
+
 def _write_document(path: Path, doc: tomlkit.TOMLDocument) -> None:
-    """Replace ``path`` atomically: a crash leaves the old manifest or the new one."""
-    text = tomlkit.dumps(doc)
+    """Replace ``path`` atomically: a crash leaves the old manifest or the new one.
+
+    tomlkit puts an appended ``[[releases]]`` right under the previous table's last value; a
+    blank line before such a header keeps the file readable (nothing else is re-laid)."""
+    text = _HEADER_AFTER_VALUE.sub(r"\1\n\2", tomlkit.dumps(doc))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

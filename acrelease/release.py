@@ -139,6 +139,7 @@ def _copy_atomic(source: Path, dest: Path) -> bool:
             shutil.copyfileobj(src, out)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; releases are meant to be read by others
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

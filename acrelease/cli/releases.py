@@ -1,0 +1,181 @@
+"""``init``, ``add``, ``list`` and ``inspect``: the manifest side of acrelease."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from acrelease import chips, manifest
+from acrelease.catalog.index import CatalogIndex, load_index
+from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json, resolve_catalog
+from acrelease.errors import UsageError
+from acrelease.image import ImageInfo
+from acrelease.manifest import Manifest, Target
+from acrelease.release import ArtifactInput, add_release, read_image
+from acrelease.versioning import parse_release_version
+
+
+def parse_target_spec(spec: str) -> Target:
+    """``NAME:CHIP`` (or just ``NAME``: the chip is then learnt from the first image)."""
+    name, _, chip_text = spec.partition(":")
+    chip = None
+    if chip_text:
+        chip = chips.lookup(chip_text)
+        if chip is None:
+            raise UsageError(f'--target {spec}: unknown chip "{chip_text}" (known: {chips.known_keys()})')
+    return Target(name.strip(), chip)
+
+
+def init(
+    name: str | None = typer.Option(None, "--name", help="Project name (default: the folder's name)."),
+    target: list[str] = typer.Option([], "--target", "-t", help="A target as NAME:CHIP, e.g. d1mini:esp8266."),
+    platformio: bool = typer.Option(False, "--platformio", help="Take the targets from platformio.ini."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing manifest."),
+    manifest_path: Path = MANIFEST_OPTION,
+) -> None:
+    """Write releases.toml for this project (and nothing else)."""
+    targets = [parse_target_spec(spec) for spec in target]
+    if platformio:
+        from acrelease.builder.platformio import read_project_targets
+
+        targets += read_project_targets(manifest_path.resolve().parent)
+    project = name or manifest_path.resolve().parent.name
+    manifest.init_manifest(manifest_path, project, targets, overwrite=force)
+    console.print(f"Wrote {manifest_path}: project [bold]{project}[/], targets "
+                  + ", ".join(f"{t.name} ({t.chip.key if t.chip else 'chip from first image'})" for t in targets))
+
+
+def add(
+    version: str = typer.Argument(..., help="The release's semantic version, e.g. 1.2.0."),
+    firmware: Path = typer.Argument(..., help="The OTA firmware image (.bin, .bin.gz, .bin.signed)."),
+    target: str = typer.Option(..., "--target", "-t", help="The target (board) this image is for."),
+    fs: Path | None = typer.Option(None, "--fs", help="The target's filesystem image (LittleFS/SPIFFS/FAT)."),
+    channel: str = typer.Option(manifest.DEFAULT_CHANNEL, "--channel", help="Release channel."),
+    notes: str = typer.Option("", "--notes", help="Release notes."),
+    allow_missing_version: bool = typer.Option(
+        False, "--allow-missing-version", help="Record the image even though the version string is not in it."),
+    manifest_path: Path = MANIFEST_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Validate FILE as an OTA image for TARGET, hash it and record it as release VERSION."""
+    result = add_release(manifest_path, parse_release_version(version), [ArtifactInput(target, firmware, fs)],
+                         channel=channel, notes=notes, allow_missing_version=allow_missing_version)
+    if as_json:
+        print_json({"version": str(result.version), "changed": result.changed,
+                    "targets": {t: {k: asdict(r) for k, r in kinds.items()}
+                                for t, kinds in result.release.artifacts.items()}})
+    elif result.changed:
+        console.print(f"Recorded {result.version} for {', '.join(result.added_targets)} in {manifest_path}")
+    else:
+        console.print(f"{result.version} for {target} is already recorded with these bytes; nothing to do")
+
+
+def _published(index: CatalogIndex | None, project: str, target: str, version: str) -> bool | None:
+    if index is None:
+        return None
+    entry = index.target(project, target)
+    return entry is not None and any(str(r.version) == version for r in entry.releases)
+
+
+def list_releases(
+    catalog: Path | None = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP),
+    manifest_path: Path = MANIFEST_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show the targets and releases, and whether each is published in --catalog."""
+    loaded = manifest.load(manifest_path)
+    root = resolve_catalog(catalog)
+    index = load_index(root) if root is not None else None
+    rows = _release_rows(loaded, index)
+    if as_json:
+        print_json({"project": loaded.project,
+                    "targets": [{"name": t.name, "chip": t.chip.key if t.chip else None, "env": t.env,
+                                 "board": t.board, "filesystem": t.filesystem} for t in loaded.targets],
+                    "releases": rows})
+        return
+    console.print(f"[bold]{loaded.project}[/]  targets: " + ", ".join(
+        f"{t.name} ({t.chip.label if t.chip else '?'}{', env ' + t.env if t.env else ''})" for t in loaded.targets))
+    table = Table("version", "channel", "date", "target", "firmware", "filesystem", "published")
+    for row in rows:
+        published = {None: "?", True: "yes", False: "no"}[row["published"]]
+        fs_size = row["filesystem_size"]
+        table.add_row(row["version"], row["channel"], row["date"], row["target"],
+                      f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
+    if not rows:
+        console.print("No releases yet: record one with `acrelease add VERSION FILE --target T`.")
+        return
+    console.print(table)
+    if index is None:
+        console.print("published: ? = pass --catalog DIR (or set ACRELEASE_CATALOG) to compare with a catalog")
+
+
+def _release_rows(loaded: Manifest, index: CatalogIndex | None) -> list[dict[str, Any]]:
+    rows = []
+    for release in sorted(loaded.releases, key=lambda r: r.version, reverse=True):
+        for target, kinds in release.artifacts.items():
+            firmware, fs = kinds["firmware"], kinds.get("filesystem")
+            rows.append({
+                "version": str(release.version), "channel": release.channel, "date": release.date,
+                "target": target, "firmware": firmware.file, "firmware_size": firmware.size,
+                "format": firmware.format, "filesystem": fs.file if fs else None,
+                "filesystem_size": fs.size if fs else None,
+                "published": _published(index, loaded.project, target, str(release.version)),
+            })
+    return rows
+
+
+def _info_json(info: ImageInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["chip"] = info.chip.key
+    data["servable"] = info.servable
+    return data
+
+
+def inspect(
+    file: Path = typer.Argument(..., help="An image file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Tell what an image is and whether it can be served over the air (and why not)."""
+    _, info = read_image(file)
+    if as_json:
+        print_json({"file": str(file), **_info_json(info)})
+        return
+    facts = [
+        ("chip", f"{info.chip.label} ({info.chip.key})"),
+        ("format", info.format),
+        ("layout", info.layout),
+        ("size", f"{info.size} bytes"),
+        ("flash size", f"{info.flash_size // 1024} KiB" if info.flash_size else "-"),
+        ("flash mode / freq", f"{info.flash_mode or '-'} / {info.flash_freq or '-'}"),
+        ("segments", str(info.segments) if info.segments is not None else "-"),
+        ("checksum", {True: "ok", False: "BAD", None: "not checked"}[info.checksum_ok]),
+        ("sha256 digest", {True: "ok", False: "BAD", None: "none"}[info.sha256_ok]),
+        ("signature", f"{info.signature_length} bytes" if info.signature_length else "none"),
+    ]
+    if info.app_descriptor is not None:
+        desc = info.app_descriptor
+        facts += [("app project", desc.project_name), ("app version", desc.version),
+                  ("built", f"{desc.date} {desc.time}"), ("idf", desc.idf_version)]
+    table = Table(show_header=False, box=None)
+    for key, value in facts:
+        table.add_row(f"[bold]{key}[/]", value)
+    console.print(table)
+    for warning in info.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if info.servable:
+        console.print("[green]OTA-servable[/]")
+    else:
+        for problem in info.problems:
+            console.print(f"[red]not OTA-servable:[/] {problem}")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(add)
+    app.command("list")(list_releases)
+    app.command()(inspect)

@@ -1,0 +1,33 @@
+"""``serve``: the version-aware update server.
+
+The four flags and their defaults are those of AutoConnect's ``updateserver.py``, so the
+command line in AutoConnect's documentation keeps working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from acrelease.cli.common import resolve_catalog
+
+
+def serve(
+    catalog: Path | None = typer.Option(None, "--catalog", "-d",
+                                        help="The catalog folder (env ACRELEASE_CATALOG; default: this folder)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port (AutoConnect's default is 8000)."),
+    bind: str = typer.Option("0.0.0.0", "--bind", "-b", help="Address to listen on."),
+    log: str = typer.Option("INFO", "--log", "-l", help="Log level: DEBUG, INFO, WARNING, ERROR."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
+) -> None:
+    """Serve the catalog to ESP8266/ESP32 devices and AutoConnect (Ctrl-C stops)."""
+    from acrelease.server.run import ServerSettings
+    from acrelease.server.run import serve as run_server
+
+    root = resolve_catalog(catalog) or Path.cwd()
+    run_server(ServerSettings(catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
