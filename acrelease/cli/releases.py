@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from acrelease import chips, manifest
@@ -99,7 +100,8 @@ def list_releases(
         return
     console.print(f"[bold]{loaded.project}[/]  targets: " + ", ".join(
         f"{t.name} ({t.chip.label if t.chip else '?'}{', env ' + t.env if t.env else ''})" for t in loaded.targets))
-    table = Table("version", "channel", "date", "target", "firmware", "filesystem", "published")
+    table = Table("version", "channel", "date", "target", "firmware", "filesystem", "published",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for row in rows:
         published = {None: "?", True: "yes", False: "no"}[row["published"]]
         fs_size = row["filesystem_size"]
