@@ -100,8 +100,9 @@ def list_releases(
         return
     console.print(f"[bold]{loaded.project}[/]  targets: " + ", ".join(
         f"{t.name} ({t.chip.label if t.chip else '?'}{', env ' + t.env if t.env else ''})" for t in loaded.targets))
-    table = Table("version", "channel", "date", "target", "firmware", "filesystem", "published",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("version", "channel", "date", "target", "firmware", "filesystem", "published"):
+        table.add_column(column, no_wrap=True)
     for row in rows:
         published = {None: "?", True: "yes", False: "no"}[row["published"]]
         fs_size = row["filesystem_size"]
