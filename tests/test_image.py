@@ -39,7 +39,7 @@ from tests.factories.images import (
     with_chip_id,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # shared/ sits beside the checkout
 ESP32_KEYS = [chip.key for chip in CHIPS if chip.arch == "ESP32"]
 MERGED = "merged full-flash image (bootloader + partition table + app): export the app-only .bin"
 MIB = 1024 * 1024
