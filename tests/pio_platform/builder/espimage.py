@@ -98,7 +98,8 @@ def esp8266_image(
         [(0x4010F000, _code(b"boot" + seed, 0x400))],
     )
     out = bytearray(boot + b"\xaa" * (0x1000 - len(boot)))
-    rodata = b"\x00" * 8 + _cstrings(strings)  # 8 bytes: the core's length + CRC words
+    # 8 bytes for the core's length + CRC words, then a NUL so no string runs into them.
+    rodata = b"\x00" * 9 + _cstrings(strings)
     app = _finish(
         struct.pack("<BBBBI", MAGIC, 3, mode, size_freq, layout.entry),
         [

@@ -77,7 +77,9 @@ def _compile(target, source, env):
         with open(str(path), encoding="utf-8", errors="replace") as fp:
             text += fp.read() + "\n"
     fallback = dict(SOURCE_DEFINE.findall(text))
-    used = set(IDENT.findall(SOURCE_DEFINE.sub("", text)))
+    # A macro is "used" when code mentions it; preprocessor lines (#ifndef X, #define X) do not count.
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    used = set(IDENT.findall(code))
     strings = []
     for name in sorted(used):
         body = defines.get(name, fallback.get(name))
