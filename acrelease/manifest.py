@@ -55,7 +55,7 @@ import semver
 import tomlkit
 from tomlkit.items import AoT, Table
 
-from acrelease import chips, templates
+from acrelease import chips, read_template
 from acrelease.catalog import layout
 from acrelease.catalog.index import ARTIFACT_KINDS
 from acrelease.chips import Chip
@@ -401,7 +401,7 @@ def init_manifest(path: Path, project: str, targets: Sequence[Target], *, overwr
         raise ManifestError(f"{path}: {p}" for p in problems)
     if path.exists() and not overwrite:
         raise ManifestError(f"{path}: already exists; edit it, or pass --force to start over")
-    doc = tomlkit.parse(templates.read("releases.toml"))
+    doc = tomlkit.parse(read_template("releases.toml"))
     project_table = tomlkit.table()
     project_table["name"] = project
     if version_define != DEFAULT_DEFINE:

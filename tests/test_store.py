@@ -126,10 +126,10 @@ def test_killed_publish_at_random_points_never_mixes(tmp_path: Path) -> None:
 
 def test_second_publisher_waits_for_the_lock(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog"
-    with store.catalog_lock(catalog, timeout=1):
-        with pytest.raises(CatalogError, match="another `acrelease publish` has held the catalog lock"):
-            with store.catalog_lock(catalog, timeout=0.2):
-                pass
+    with (store.catalog_lock(catalog, timeout=1),
+          pytest.raises(CatalogError, match="another `acrelease publish` has held the catalog lock"),
+          store.catalog_lock(catalog, timeout=0.2)):
+        pass
     released = threading.Event()
 
     def hold() -> None:
