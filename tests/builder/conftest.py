@@ -66,7 +66,8 @@ def make_core_dir(core: Path) -> Path:
 
     version = scons_package_version(SCons.__version__)
     package = core / "packages" / "tool-scons"
-    shutil.copytree(Path(SCons.__file__).parent, package / "SCons", ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(SCons.__file__).parent, package / "SCons", ignore=ignore)
     (package / "scons.py").write_text("import sys\nimport SCons.Script\n\nsys.exit(SCons.Script.main())\n")
     (package / "package.json").write_text(json.dumps({"name": "tool-scons", "version": version}))
     (package / ".piopm").write_text(
@@ -75,7 +76,8 @@ def make_core_dir(core: Path) -> Path:
                 "type": "tool",
                 "name": "tool-scons",
                 "version": version,
-                "spec": {"owner": "platformio", "id": None, "name": "tool-scons", "requirements": None, "uri": None},
+                "spec": {"owner": "platformio", "id": None, "name": "tool-scons", "requirements": None,
+                         "uri": None},
             }
         )
     )
@@ -113,7 +115,8 @@ def make_project(tmp_path: Path, pio_env: Path) -> ProjectFactory:
     uses FW_VERSION (so the version cannot reach the binary).
     """
 
-    def make(name: str = "demo", *, extra_ini: str = "", uses_version: bool = True, data: bool = True) -> Path:
+    def make(name: str = "demo", *, extra_ini: str = "", uses_version: bool = True,
+             data: bool = True) -> Path:
         project = tmp_path / name
         (project / "src").mkdir(parents=True)
         (project / "include").mkdir()

@@ -74,7 +74,7 @@ def test_existing_version_refused_before_building(make_project: ProjectFactory) 
     build_release(path, version="1.0.0", targets=["esp32dev"])
     events: list[BuildEvent] = []
     before = snapshot(project)
-    with pytest.raises(VersionError, match="1.0.0 is already released"):
+    with pytest.raises(VersionError, match=r"1\.0\.0 is already released"):
         build_release(path, version="1.0.0", progress=events.append)
     assert events == []  # nothing was built
     assert snapshot(project) == before
@@ -100,7 +100,8 @@ def test_forgotten_version_is_refused_and_nothing_recorded(make_project: Project
 
 
 def test_failing_env_records_nothing_and_shows_the_output_tail(make_project: ProjectFactory) -> None:
-    project = make_project(extra_ini="build_flags = -DACRELEASE_TEST_COMPILE_ERROR\n")  # esp32dev, built second
+    # appended to [env:esp32dev], the env built second
+    project = make_project(extra_ini="build_flags = -DACRELEASE_TEST_COMPILE_ERROR\n")
     path = init_manifest(project)
     before = snapshot(project)
     with pytest.raises(BuildError) as error:
@@ -150,8 +151,8 @@ def test_each_env_collected_right_after_its_build(make_project: ProjectFactory, 
     project = make_project()
     pio_project = platformio.read_project(project)
     staging = tmp_path / "staging"
-    first = platformio.build_env(pio_project, "d1_mini", version="1.0.0", define="FW_VERSION", filesystem=True,
-                                 staging=staging)
+    first = platformio.build_env(pio_project, "d1_mini", version="1.0.0", define="FW_VERSION",
+                                 filesystem=True, staging=staging)
     build_dir = pio_project.build_dir(dict(os.environ))
     assert (build_dir / "d1_mini" / "firmware.bin").is_file()  # buildfs, same environment: no wipe
     second = platformio.build_env(pio_project, "esp32dev", version="1.0.1", define="FW_VERSION",
@@ -167,7 +168,8 @@ def test_unknown_target_and_env(make_project: ProjectFactory) -> None:
     path = init_manifest(project)
     with pytest.raises(UsageError, match="--target nope"):
         build_release(path, targets=["nope"])
-    (project / "platformio.ini").write_text((project / "platformio.ini").read_text().replace("esp32dev]", "other]"))
+    ini = project / "platformio.ini"
+    ini.write_text(ini.read_text().replace("esp32dev]", "other]"))
     with pytest.raises(BuildError, match="names env 'esp32dev'"):
         build_release(path, dry_run=True)
 

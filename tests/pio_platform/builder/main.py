@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 
-from SCons.Script import AlwaysBuild, COMMAND_LINE_TARGETS, Default, DefaultEnvironment  # noqa: F401
+from SCons.Script import AlwaysBuild, Default, DefaultEnvironment
 
 env = DefaultEnvironment()
 platform = env.PioPlatform()
@@ -60,7 +60,7 @@ def _command_line_defines():
             # `'-D NAME="x"'` arrives as (" NAME", ...): gcc strips that blank too.
             name, value = str(item[0]).strip(), str(item[1])
             # SCons writes -DNAME=VALUE into a shell command line: undo that quoting.
-            arg = shlex.split("-D%s=%s" % (name, value))[0]
+            arg = shlex.split(f"-D{name}={value}")[0]
             defines[name] = arg.split("=", 1)[1]
         else:
             defines[str(item).strip()] = "1"
@@ -88,12 +88,12 @@ def _compile(target, source, env):
         value = _c_string(body)
         if value is None:
             if body.replace(".", "").isdigit() and body.count(".") > 1:
-                sys.stderr.write("src/main.cpp: error: too many decimal points in number (%s=%s)\n" % (name, body))
+                sys.stderr.write(f"src/main.cpp: error: too many decimal points in number ({name}={body})\n")
                 return 1
             continue
         strings.append(value)
     mcu = board.get("build.mcu")
-    seed = ("%s|%s" % (env.subst("$PIOENV"), "|".join(strings))).encode()
+    seed = (env.subst("$PIOENV") + "|" + "|".join(strings)).encode()
     common = dict(
         flash_mode=env.subst(board.get("build.flash_mode", "dio")),
         flash_size=board.get("upload.flash_size", "4MB"),
@@ -110,11 +110,11 @@ def _compile(target, source, env):
         build_time = (time.strftime("%H:%M:%S", stamp), time.strftime("%b %d %Y", stamp))
         image = espimage.esp32_image(mcu, strings, build_time=build_time, **common)
     else:
-        sys.stderr.write("Error: board %s has mcu %r, which this test platform cannot build\n" % (env.subst("$BOARD"), mcu))
+        sys.stderr.write(f"Error: board {env.subst('$BOARD')} has mcu {mcu!r}, which this platform cannot build\n")
         return 1
     with open(str(target[0]), "wb") as fp:
         fp.write(image)
-    print("Wrote %s (%d bytes, %s)" % (target[0], len(image), mcu))
+    print(f"Wrote {target[0]} ({len(image)} bytes, {mcu})")
     return None
 
 
@@ -130,7 +130,7 @@ def _buildfs(target, source, env):
     image = espimage.littlefs_image(files)
     with open(str(target[0]), "wb") as fp:
         fp.write(image)
-    print("Wrote %s (%d bytes, %d files)" % (target[0], len(image), len(files)))
+    print(f"Wrote {target[0]} ({len(image)} bytes, {len(files)} files)")
     return None
 
 
@@ -141,7 +141,7 @@ Default(firmware)
 
 fs_name = env.GetProjectOption("board_build.filesystem", "littlefs")
 fs_image = env.Command(
-    "$BUILD_DIR/%s.bin" % fs_name,
+    f"$BUILD_DIR/{fs_name}.bin",
     [],
     env.Action(_buildfs, "Building file system image $TARGET"),
 )
