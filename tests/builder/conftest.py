@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 PLATFORM_DIR = Path(__file__).resolve().parent.parent / "pio_platform"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 SKETCH_WITH_VERSION = """\
 #include "acrelease_version.h"
@@ -34,13 +35,9 @@ void loop() {
 }
 """
 
-# A copy of what templates/acrelease_version.h does: the fallback a sketch compiles with
-# when nobody passes the define (our platform reads `#define NAME "..."` from the sources).
-VERSION_HEADER = """\
-#ifndef FW_VERSION
-#define FW_VERSION "0.0.0-dev"
-#endif
-"""
+# The header users get: its `#ifndef FW_VERSION` fallback is what a build without acrelease
+# compiles in (our platform reads `#define NAME "..."` from the project's sources and headers).
+VERSION_HEADER = TEMPLATES_DIR / "acrelease_version.h"
 
 BASE_INI = """\
 [env]
@@ -120,7 +117,7 @@ def make_project(tmp_path: Path, pio_env: Path) -> ProjectFactory:
         project = tmp_path / name
         (project / "src").mkdir(parents=True)
         (project / "include").mkdir()
-        (project / "include" / "acrelease_version.h").write_text(VERSION_HEADER)
+        shutil.copyfile(VERSION_HEADER, project / "include" / "acrelease_version.h")
         sketch = SKETCH_WITH_VERSION if uses_version else SKETCH_WITHOUT_VERSION
         (project / "src" / "main.cpp").write_text(sketch)
         ini = BASE_INI.format(platform=PLATFORM_DIR.as_uri()) + textwrap.dedent(extra_ini)
