@@ -14,26 +14,30 @@ acrelease runs `pio` itself (one build per env, with the version define), so thi
 not depend on the current env's build, and it runs once even when `pio run` visits every env.
 """
 
+from __future__ import annotations
+
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 
-Import("env")  # type: ignore[name-defined]  # noqa: F821  (SCons provides Import)
+from SCons.Script import DefaultEnvironment  # type: ignore[import-untyped]
+
+env = DefaultEnvironment()  # the same construction environment `Import("env")` gives a post: script
 
 
-def _command():
+def _command() -> list[str]:
     # PlatformIO runs this script with its own Python, which may not have acrelease installed:
     # prefer the `acrelease` command on PATH.
     exe = shutil.which("acrelease")
     return [exe] if exe else [sys.executable, "-m", "acrelease"]
 
 
-def _run_acrelease(*args, **kwargs):
+def _run_acrelease(*args: object, **kwargs: object) -> None:
     # `pio run -t acrelease` without -e runs this once per env, each in its own SCons process
     # under the same `pio`: a marker named after that pio process makes the release happen once.
-    workspace = env.subst("$PROJECT_WORKSPACE_DIR")  # noqa: F821
+    workspace = env.subst("$PROJECT_WORKSPACE_DIR")
     marker = os.path.join(workspace, f"acrelease-{os.getppid()}.started")
     if os.path.exists(marker):
         print("acrelease: already run by this `pio run`")
@@ -46,12 +50,12 @@ def _run_acrelease(*args, **kwargs):
     extra = shlex.split(os.environ.get("ACRELEASE_BUILD_ARGS", ""))
     command = [*_command(), "build", *extra]
     print("acrelease: " + " ".join(shlex.quote(part) for part in command))
-    result = subprocess.run(command, cwd=env.subst("$PROJECT_DIR"), check=False)  # noqa: F821
+    result = subprocess.run(command, cwd=env.subst("$PROJECT_DIR"), check=False)
     if result.returncode != 0:
-        env.Exit(result.returncode)  # noqa: F821
+        env.Exit(result.returncode)
 
 
-env.AddCustomTarget(  # noqa: F821
+env.AddCustomTarget(
     name="acrelease",
     dependencies=None,
     actions=[_run_acrelease],

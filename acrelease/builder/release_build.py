@@ -78,10 +78,8 @@ def decide_version(manifest: Manifest, explicit: str | None, bump: Bump | None) 
     (0.1.0 for the first). An already recorded version is refused here, before any build."""
     if explicit is not None and bump is not None:
         raise UsageError("give either --version or --bump, not both")
-    if explicit is not None:
-        version = parse_release_version(explicit)
-    else:
-        version = next_version(manifest.versions(), bump)
+    versions = manifest.versions()
+    version = parse_release_version(explicit) if explicit is not None else next_version(versions, bump)
     if version in manifest.versions():
         newest = max(manifest.versions())
         raise VersionError(f"{manifest.path}: version {version} is already released (newest: {newest}); "
