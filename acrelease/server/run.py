@@ -42,10 +42,10 @@ def serve(settings: ServerSettings) -> None:
     if settings.workers < 1:
         raise ServeError(f"--workers {settings.workers}: must be at least 1")
     _configure_logging(settings.log_level)
+    sock = bind(settings.host, settings.port)  # first: a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     catalog.load()
-    sock = bind(settings.host, settings.port)
     print_urls(settings, catalog.state, sock.getsockname()[1])
     if settings.workers == 1:
         _worker(settings, catalog, sock)
