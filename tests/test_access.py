@@ -389,6 +389,14 @@ def test_allowlist_gates_updates_and_downloads_not_the_catalog(allow_file: Path)
     assert policy.check("catalog", None, None).allowed
 
 
+def test_catalog_can_be_opened_for_autoconnect(creds_file: Path) -> None:
+    # AutoConnect's catalog request never carries Authorization (PROTOCOL.md A.2).
+    policy = access.AccessPolicy(access.load_credentials(creds_file), catalog_auth=False)
+    assert policy.check("catalog", None, None).allowed
+    assert policy.check("download", None, None).status == 401
+    assert asyncio.run(policy.check_async("catalog", None, None)).allowed
+
+
 def test_credentials_are_checked_before_the_allowlist(creds_file: Path, allow_file: Path) -> None:
     policy = access.AccessPolicy.from_files(creds_file, allow_file)
     assert policy.check("update", None, "AA:BB:CC:DD:EE:00").status == 401  # no MAC probing without auth

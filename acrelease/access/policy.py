@@ -5,6 +5,10 @@
   ``WWW-Authenticate: Basic realm="acrelease"`` (ESP8266 reports -108, ESP32 -104; PROTOCOL.md F.25).
 * The allowlist (when configured) applies to updates and downloads: a MAC not on it, or no
   usable MAC, -> 403 (F.25, F.32). The catalog request carries no MAC (A.2): credentials only.
+* Caveat: AutoConnect's catalog request is made by a local ``HTTPClient`` in ``_onCatalog`` that
+  never gets ``setAuthorization`` (A.2), so with credentials on, AutoConnect's update page shows
+  "Update server responds (401)". ``catalog_auth=False`` opens the listing (names, sizes,
+  dates; never image bytes) for deployments that use AutoConnect's page; downloads stay gated.
 * Credentials are checked before the allowlist so that an unauthenticated client cannot probe
   which MACs are listed (403 vs 401).
 
@@ -53,15 +57,18 @@ NOT_LISTED = AccessResult(False, 403, "allowlist: MAC not listed")
 class AccessPolicy:
     """Combines optional :class:`Credentials` and :class:`Allowlist`; with neither, everything is open."""
 
-    def __init__(self, credentials: Credentials | None = None, allowlist: Allowlist | None = None) -> None:
+    def __init__(self, credentials: Credentials | None = None, allowlist: Allowlist | None = None, *,
+                 catalog_auth: bool = True) -> None:
         self.credentials = credentials
+        self.catalog_auth = catalog_auth
         self.allowlist = allowlist
         self._granted: dict[str, AccessResult] = {}
 
     @classmethod
-    def from_files(cls, auth: Path | None, allow: Path | None) -> AccessPolicy:
+    def from_files(cls, auth: Path | None, allow: Path | None, *, catalog_auth: bool = True) -> AccessPolicy:
         """``serve --auth FILE --allow FILE``; raises :class:`~acrelease.access.files.AccessError`."""
-        return cls(load_credentials(auth) if auth else None, load_allowlist(allow) if allow else None)
+        return cls(load_credentials(auth) if auth else None, load_allowlist(allow) if allow else None,
+                   catalog_auth=catalog_auth)
 
     @property
     def enabled(self) -> bool:
@@ -71,7 +78,7 @@ class AccessPolicy:
     def check(self, route: RouteKind, authorization: str | bytes | None, mac: str | None) -> AccessResult:
         """Decide synchronously (a cache miss hashes inline, ~50-100 ms). Never raises."""
         user = None
-        if self.credentials is not None:
+        if self.credentials is not None and (route != "catalog" or self.catalog_auth):
             if authorization is None:
                 return NO_CREDENTIALS
             user = self.credentials.check(authorization)
@@ -84,7 +91,7 @@ class AccessPolicy:
         """Decide without blocking the event loop (cache hits answer at once). Never raises
         for client input; a flood of distinct guesses gets :data:`BUSY` (503 + Retry-After)."""
         user = None
-        if self.credentials is not None:
+        if self.credentials is not None and (route != "catalog" or self.catalog_auth):
             if authorization is None:
                 return NO_CREDENTIALS
             try:
