@@ -30,6 +30,8 @@ env.Replace(PROGNAME="firmware")
 env.ProcessFlags(env.get("BUILD_FLAGS"))
 
 SOURCE_SUFFIXES = (".ino", ".c", ".cpp", ".h", ".hpp")
+# String literals first, so a "http://..." inside a string is not taken for a comment.
+COMMENTS = re.compile(r'"(?:\\.|[^"\\\n])*"|//[^\n]*|/\*.*?\*/', re.S)
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SOURCE_DEFINE = re.compile(r'^\s*#\s*define\s+([A-Za-z_][A-Za-z0-9_]*)\s+("(?:[^"\\]|\\.)*")', re.M)
 
@@ -77,7 +79,9 @@ def _compile(target, source, env):
         with open(str(path), encoding="utf-8", errors="replace") as fp:
             text += fp.read() + "\n"
     fallback = dict(SOURCE_DEFINE.findall(text))
-    # A macro is "used" when code mentions it; preprocessor lines (#ifndef X, #define X) do not count.
+    # A macro is "used" when code mentions it; comments and preprocessor lines (#ifndef X,
+    # #define X) do not count, as for a compiler.
+    text = COMMENTS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     used = set(IDENT.findall(code))
     strings = []
