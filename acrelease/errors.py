@@ -66,6 +66,13 @@ class BuildError(AcreleaseError):
         self.output_tail = output_tail
 
 
+class AccessError(AcreleaseError):
+    """Raised when a credentials or allowlist file is unreadable or malformed, or an ``auth`` edit
+    is not possible. The message names ``file[:line]`` and never contains a secret."""
+
+    exit_code = 9
+
+
 class ServeError(AcreleaseError):
     """Raised when the update server cannot start (address in use, unreadable catalog...)."""
 

@@ -29,9 +29,9 @@ from acrelease.access.credentials import (
     remove_user,
     valid_user,
 )
-from acrelease.access.files import AccessError
 from acrelease.access.passwords import hash_password, parse_basic, verify_password
 from acrelease.access.policy import AccessPolicy, AccessResult, RouteKind
+from acrelease.errors import AccessError
 
 __all__ = [
     "AccessError", "AccessPolicy", "AccessResult", "Allowlist", "AuthBusy", "Credentials", "RouteKind",

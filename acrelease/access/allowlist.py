@@ -12,7 +12,8 @@ import logging
 import re
 from pathlib import Path
 
-from acrelease.access.files import AccessError, WatchedFile
+from acrelease.access.files import WatchedFile
+from acrelease.errors import AccessError
 
 __all__ = ["Allowlist", "load_allowlist", "normalise_mac", "parse_allowlist"]
 

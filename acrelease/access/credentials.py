@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from acrelease.access.files import AccessError, WatchedFile, read_file, write_atomically
+from acrelease.access.files import WatchedFile, read_file, write_atomically
 from acrelease.access.passwords import KEY_BYTES, MAX_HEADER, N, P, R, ScryptHash, parse_basic, parse_hash
 from acrelease.access.passwords import hash_password as hash_password
 from acrelease.access.passwords import verify_password as verify_password
+from acrelease.errors import AccessError
 
 __all__ = ["AuthBusy", "Credentials", "add_user", "list_users", "load_credentials", "remove_user", "valid_user"]
 

@@ -19,20 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from acrelease.errors import AcreleaseError
+from acrelease.errors import AccessError
 
 __all__ = ["AccessError", "WatchedFile", "read_file", "write_atomically"]
 
 log = logging.getLogger("acrelease.access")
 T = TypeVar("T")
 Signature = tuple[int, int, int, int, int]
-
-
-class AccessError(AcreleaseError):
-    """A credentials or allowlist file is unreadable or malformed, or an ``auth`` edit is not
-    possible. The message is one line naming ``file[:line]``; it never contains a secret."""
-
-    exit_code = 9
 
 
 def _signature(st: os.stat_result) -> Signature:
