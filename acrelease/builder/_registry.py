@@ -14,7 +14,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 REGISTRY_HOSTS: tuple[tuple[str, int], ...] = (
@@ -45,10 +45,11 @@ def unreachable_message(package: str) -> str:
     )
 
 
-def registry_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when a TCP connection to a registry host (or the HTTPS proxy PlatformIO would use)
-    can be opened within ``timeout`` seconds."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+def registry_reachable(timeout: float = PROBE_TIMEOUT, environ: Mapping[str, str] | None = None) -> bool:
+    """True when a TCP connection to a registry host (or to the HTTPS proxy that ``pio``, run
+    with ``environ``, would use) can be opened within ``timeout`` seconds."""
+    environ = os.environ if environ is None else environ
+    proxy = environ.get("HTTPS_PROXY") or environ.get("https_proxy")
     targets = list(REGISTRY_HOSTS)
     if proxy:
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")

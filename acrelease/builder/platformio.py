@@ -21,7 +21,7 @@ from typing import Any
 
 from acrelease import chips
 from acrelease.builder._process import run_process
-from acrelease.builder._registry import RegistryWatcher
+from acrelease.builder._registry import RegistryWatcher, registry_reachable
 from acrelease.chips import Chip
 from acrelease.errors import BuildError
 from acrelease.manifest import Target
@@ -114,8 +114,9 @@ def pio_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def _run_pio(args: list[str], project_dir: Path, environ: Mapping[str, str], timeout: float,
              on_line: LineCallback | None) -> tuple[int, str]:
+    watcher = RegistryWatcher(probe=lambda: registry_reachable(environ=environ))
     result = run_process([PIO, *args], cwd=project_dir, env=environ, timeout=timeout, on_line=on_line,
-                         watcher=RegistryWatcher(), missing_hint=PIO_MISSING_HINT)
+                         watcher=watcher, missing_hint=PIO_MISSING_HINT)
     return result.returncode, result.tail_text
 
 

@@ -189,3 +189,32 @@ def test_pio_missing_is_one_line_with_the_install_hint(make_project: ProjectFact
     project = make_project()
     with pytest.raises(BuildError, match=r"pip install platformio"):
         platformio.read_project(project, environ={"PATH": str(tmp_path)})
+
+
+def test_chip_from_the_first_image_when_the_ini_does_not_tell(make_project: ProjectFactory) -> None:
+    project = make_project()
+    path = project / manifest.MANIFEST_NAME
+    manifest.init_manifest(path, "demo", [manifest.Target("board", None, env="esp32dev", board="esp32dev")])
+    build_release(path, version="1.0.0")
+    target = manifest.load(path).target("board")
+    assert target is not None and target.chip is not None and target.chip.key == "esp32"
+
+
+def test_env_chip_sources(tmp_path: Path) -> None:
+    """board_build.mcu, then the board's JSON (project boards/ or the platform's), then the platform."""
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "custom_s3.json").write_text('{"build": {"mcu": "esp32s3"}}')
+    project = platformio.PioProject(tmp_path, {"core_dir": str(tmp_path / "core")}, ())
+
+    def chip(**options: str) -> str | None:
+        found = platformio.env_chip(project, platformio.PioEnv("e", options), {})
+        return found.key if found else None
+
+    assert chip(platform="espressif8266", board="d1_mini") == "esp8266"  # platform not installed: still known
+    assert chip(platform="platformio/espressif32 @ ^6.4", board="esp32dev") is None  # first image decides
+    assert chip(platform="espressif32", board="custom_s3") == "esp32s3"
+    assert chip(platform="espressif32", board="esp32dev", **{"board_build.mcu": "esp32c3"}) == "esp32c3"
+    installed = tmp_path / "core" / "platforms" / "espressif32" / "boards"
+    installed.mkdir(parents=True)
+    (installed / "esp32dev.json").write_text('{"build": {"mcu": "esp32"}}')
+    assert chip(platform="platformio/espressif32 @ ^6.4", board="esp32dev") == "esp32"
