@@ -204,3 +204,22 @@ def test_yank_and_undo(tmp_path: Path) -> None:
     assert not load_index(catalog).target("demo", "d1mini").releases[0].yanked
     with pytest.raises(VersionError, match="not published"):
         store.set_yanked(catalog, "demo", parse_release_version("9.9.9"), True)
+
+
+def test_two_publish_processes_at_once_leave_one_consistent_catalog(tmp_path: Path) -> None:
+    """Two manifests of one project race into one catalog: the lock serialises them, the loser is
+    refused for its conflicting version (or proceeds with its other ones), and the catalog stays consistent."""
+    first = make_project(tmp_path / "a", {"1.0.0": b"\xe9" + os.urandom(300_000), "1.1.0": b"\xe9a11"})
+    second = make_project(tmp_path / "b", {"1.0.0": b"\xe9" + os.urandom(300_000), "1.2.0": b"\xe9b12"})
+    catalog = tmp_path / "catalog"
+    procs = [subprocess.Popen([sys.executable, "-m", "acrelease", "publish", "--catalog", str(catalog),
+                               "--manifest", str(path)], stderr=subprocess.PIPE, text=True)
+             for path in (first, second)]
+    results = [(proc.wait(timeout=60), proc.stderr.read() if proc.stderr else "") for proc in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 6], results  # one wins, the other is refused: 1.0.0 exists with other bytes
+    refused = next(err for code, err in results if code == 6)
+    assert "already published with other firmware bytes" in refused and "Traceback" not in refused
+    index = load_index(catalog)
+    for _, _, artifact in index.artifacts():
+        assert hashlib.sha256((catalog / artifact.file).read_bytes()).hexdigest() == artifact.sha256
