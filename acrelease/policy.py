@@ -109,44 +109,82 @@ def target_arch(target: TargetIndex) -> str | None:
     return chip.arch if chip else None
 
 
+class _Facts:
+    """What decide() derives from one TargetIndex, computed once per target (targets are
+    immutable snapshots, so this is a cache, not state): a version check is on every
+    device's hot path (issue 2, Performance)."""
+
+    __slots__ = ("arch", "by_md5", "pools", "target", "yanked")
+
+    def __init__(self, target: TargetIndex) -> None:
+        self.target = target
+        self.arch = target_arch(target)
+        self.yanked = tuple(r.version for r in target.releases if r.yanked)
+        self.by_md5: dict[str, semver.Version] = {}
+        for release in reversed(target.releases):  # the newest release wins an MD5 tie
+            self.by_md5[release.firmware.md5] = release.version
+        self.pools: dict[tuple[str, bool], list[PublishedRelease]] = {}
+
+    def pool(self, channel: str, filesystem: bool) -> list[PublishedRelease]:
+        key = (channel, filesystem)
+        found = self.pools.get(key)
+        if found is None:
+            found = [r for r in eligible(self.target, channel) if not filesystem or r.filesystem is not None]
+            if len(self.pools) < 64:  # channel names come from clients: bound the cache
+                self.pools[key] = found
+        return found
+
+
+_FACTS: dict[int, _Facts] = {}
+
+
+def _facts(target: TargetIndex) -> _Facts:
+    facts = _FACTS.get(id(target))
+    if facts is None or facts.target is not target:
+        if len(_FACTS) > 4096:
+            _FACTS.clear()
+        facts = _FACTS[id(target)] = _Facts(target)
+    return facts
+
+
 def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> Decision:
     """The version-aware endpoint's answer for ``device`` asking for ``target`` on ``channel``."""
     if device.arch is None or not device.update_agent:
         return Refuse(403, "not an ESP update client (User-Agent)")  # F.26
     if device.missing:
         return Refuse(403, "missing headers: " + ", ".join(device.missing))  # F.26
-    arch = target_arch(target)
-    if arch != device.arch:
+    facts = _facts(target)
+    if facts.arch != device.arch:
         # H.4: never serve another chip family's image.
         return Refuse(403, f"{device.arch} device asked for a {target.chip} target")
     mode = device.mode or SKETCH_MODE
-    pool = eligible(target, channel)
     if mode == VERSION_MODE:
+        pool = facts.pool(channel, False)
         if not pool:
             return Refuse(404, f"nothing published on channel {channel!r}")  # -102 beats -104 here
         newest = pool[0]
-        return Announce(newest, newest.firmware, f"announce {newest.version}")  # F.30: never 304
-    if mode in FILESYSTEM_MODES:
-        pool = [r for r in pool if r.filesystem is not None]
-    elif mode != SKETCH_MODE:
+        return Announce(newest, newest.firmware, "announce")  # F.30: never 304
+    filesystem = mode in FILESYSTEM_MODES
+    if not filesystem and mode != SKETCH_MODE:
         return Refuse(404, f"unsupported mode {mode!r}")
+    pool = facts.pool(channel, filesystem)
     if not pool:
-        what = "filesystem image" if mode in FILESYSTEM_MODES else "firmware"
+        what = "filesystem image" if filesystem else "firmware"
         return NoUpdate(f"no {what} published on channel {channel!r}")
     newest = pool[0]
-    artifact = newest.filesystem if mode in FILESYSTEM_MODES else newest.firmware
+    artifact = newest.filesystem if filesystem else newest.firmware
     assert artifact is not None  # filtered above
-    running, how = _running_version(device, target)
+    running, how = _running_version(device, facts)
     if running is not None:
-        if _is_yanked(target, running):
-            reason = f"running yanked {running}, rolling to {newest.version}"
+        if facts.yanked and any(running == v for v in facts.yanked):
+            reason = "running a yanked release: rollback"
         elif running >= newest.version:
-            return NoUpdate(f"{how} {running} >= {newest.version}")  # H.1
+            return NoUpdate(f"{how} current")  # H.1
         else:
-            reason = f"{how} {running} < {newest.version}"
+            reason = f"{how} older"
     else:
         # H.2/H.3 and F.28: no usable version is never a 304 by itself.
-        reason = f"unknown running version, offering {newest.version}"
+        reason = "running version unknown"
     refusal = _misfit(device, artifact, mode)
     if refusal is not None:
         return refusal
@@ -160,7 +198,7 @@ def decide_download(device: DeviceFacts, target: TargetIndex, release: Published
     Only applies when the request carries ESP update headers: the file is served unless it is
     for another chip family, does not fit, or the device's sketch MD5 shows it already runs it.
     """
-    arch = target_arch(target)
+    arch = _facts(target).arch
     if device.arch is not None and arch != device.arch:
         return Refuse(403, f"{device.arch} device asked for a {target.chip} file")
     mode = device.mode or SKETCH_MODE
@@ -176,21 +214,16 @@ def decide_download(device: DeviceFacts, target: TargetIndex, release: Published
     return Offer(release, artifact, f"requested {artifact.name}")
 
 
-def _running_version(device: DeviceFacts, target: TargetIndex) -> tuple[semver.Version | None, str]:
+def _running_version(device: DeviceFacts, facts: _Facts) -> tuple[semver.Version | None, str]:
     """The version the device runs: its ``x-<A>-version`` if parseable (H.1), else the release
     whose firmware MD5 equals its ``sketch-md5`` (H.2, F.29; C.4 caveats make this best effort)."""
     if device.version is not None:
-        return device.version, "device"
+        return device.version, "version"
     if device.sketch_md5:
-        for release in target.releases:
-            if release.firmware.md5 == device.sketch_md5:
-                return release.version, "sketch-md5 of"
+        version = facts.by_md5.get(device.sketch_md5)
+        if version is not None:
+            return version, "sketch-md5"
     return None, ""
-
-
-def _is_yanked(target: TargetIndex, version: semver.Version) -> bool:
-    release = target.release(version)
-    return release is not None and release.yanked
 
 
 def _misfit(device: DeviceFacts, artifact: Artifact, mode: str) -> Refuse | None:

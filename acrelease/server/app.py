@@ -138,9 +138,9 @@ class UpdateApp:
                 await self._send_image(scope, send, device, decision, data)
             else:
                 await self._send_file(scope, send, device, decision, data)
-            self._log(scope, device, 200, decision.reason)
+            self._log(scope, device, 200, decision.reason, decision)
             return
-        self._log(scope, device, decision.status, decision.reason)
+        self._log(scope, device, decision.status, decision.reason, decision)
 
     async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
                           data: memoryview) -> None:
@@ -223,13 +223,21 @@ class UpdateApp:
 
     # -- logging --------------------------------------------------------------------------------
 
-    def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str) -> None:
+    def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str,
+             decision: Decision | None = None) -> None:
+        """One line per decision: MAC (or -), source, method, path, status, reason (H.5, H.7).
+        Details are formatted here, only when INFO is on, never on the policy's hot path."""
         if not log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
         source = client[0] if client else "-"
         query = scope.get("query_string", b"")
         target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        if device is not None and device.arch is not None:
+            reason += f" (device {device.arch} {device.mode or '-'} version {device.version_text or '-'}"
+            if isinstance(decision, Offer | Announce):
+                reason += f", serving {decision.release.version} {decision.artifact.name}"
+            reason += ")"
         log.info("%s %s %s %s -> %d %s", (device.mac if device else None) or "-", source,
                  scope["method"], ascii(target[:200])[1:-1], status, reason)
 

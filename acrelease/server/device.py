@@ -16,6 +16,7 @@ Never raises on client input. Rules (PROTOCOL.md C.2, D.2, F.6, F.26, F.32, H.7)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from acrelease.policy import DeviceFacts
 from acrelease.versioning import parse_device_version
@@ -25,7 +26,7 @@ __all__ = ["MANDATORY", "MAX_VALUE", "DeviceFacts", "device_facts", "normalise_m
 MAX_VALUE = 128
 _HEX = frozenset("0123456789abcdefABCDEF")
 
-UPDATE_AGENTS: dict[str, str] = {"esp8266-http-update": "ESP8266", "esp32-http-update": "ESP32"}
+UPDATE_AGENTS: dict[bytes, str] = {b"esp8266-http-update": "ESP8266", b"esp32-http-update": "ESP32"}
 """User-Agent (lower-case) of the stock update clients -> header family."""
 
 MANDATORY: dict[str, tuple[str, ...]] = {
@@ -35,36 +36,36 @@ MANDATORY: dict[str, tuple[str, ...]] = {
     "ESP32": ("free-space", "sketch-size", "chip-size", "sdk-version", "mode"),
 }
 
-_PREFIXES = {"ESP8266": "x-esp8266-", "ESP32": "x-esp32-"}
-_ABSENT = object()
-_AMBIGUOUS = object()
+_PREFIXES = {"ESP8266": b"x-esp8266-", "ESP32": b"x-esp32-"}
+_FIELDS = ("sta-mac", "base-mac", "chip-id", "free-space", "sketch-size", "sketch-md5", "chip-size",
+           "sdk-version", "mode", "version")
+# Header names per family, as bytes, built once: the hot path does dictionary lookups only.
+_NAMES = {arch: {f: prefix + f.encode() for f in _FIELDS} for arch, prefix in _PREFIXES.items()}
+_REQUIRED = {arch: tuple((f"x-{arch}-{f}", _NAMES[arch][f]) for f in fields) for arch, fields in MANDATORY.items()}
+_AMBIGUOUS = b"\x00"  # a value no header may carry: unusable, but counts as sent
+_parse_version = lru_cache(maxsize=4096)(parse_device_version)  # a fleet reports few distinct versions
 
 
 def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
     """Parse ASGI-style ``(name, value)`` byte pairs into :class:`DeviceFacts`."""
-    values: dict[str, object] = {}
+    found: dict[bytes, bytes] = {}
     for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name != "user-agent" and not name.startswith("x-esp"):
-            continue
-        value = _clean(raw_value)
-        previous = values.get(name, _ABSENT)
-        if previous is _ABSENT:
-            values[name] = value
-        elif previous != value:
-            values[name] = _AMBIGUOUS
+        name = raw_name.lower()
+        if name[:5] == b"x-esp" or name == b"user-agent":
+            previous = found.get(name)
+            found[name] = raw_value if previous is None or previous == raw_value else _AMBIGUOUS
 
-    agent = _text(values.get("user-agent"))
-    arch = UPDATE_AGENTS.get(agent.lower()) if agent else None
+    agent = found.get(b"user-agent")
+    arch = UPDATE_AGENTS.get(agent.strip().lower()) if agent else None
     update_agent = arch is not None
     if arch is None:
-        arch = next((a for a, p in _PREFIXES.items() if any(n.startswith(p) for n in values)), None)
-    if arch is None:
-        return DeviceFacts(arch=None, update_agent=False)
-    prefix = _PREFIXES[arch]
+        arch = next((a for a, p in _PREFIXES.items() if any(n.startswith(p) for n in found)), None)
+        if arch is None:
+            return DeviceFacts(arch=None, update_agent=False)
+    names = _NAMES[arch]
 
     def get(field: str) -> str | None:
-        return _text(values.get(prefix + field))
+        return _clean(found.get(names[field]))
 
     version_text = get("version")
     mode = get("mode")
@@ -72,7 +73,7 @@ def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
     return DeviceFacts(
         arch=arch,
         update_agent=update_agent,
-        missing=tuple(f"x-{arch}-{f}" for f in MANDATORY[arch] if prefix + f not in values),
+        missing=tuple(label for label, key in _REQUIRED[arch] if key not in found),
         mac=normalise_mac(get("sta-mac")) or normalise_mac(get("base-mac")),
         chip_id=get("chip-id"),
         free_space=_int(get("free-space")),
@@ -82,7 +83,7 @@ def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
         sdk_version=get("sdk-version"),
         mode=mode.lower() if mode else None,
         version_text=version_text,
-        version=parse_device_version(version_text),
+        version=_parse_version(version_text) if version_text else None,
     )
 
 
@@ -99,21 +100,14 @@ def normalise_mac(text: str | None) -> str | None:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
-def _clean(raw: bytes) -> str | None:
-    """A usable header value: printable ASCII, at most MAX_VALUE characters, stripped."""
-    if len(raw) > MAX_VALUE:
+def _clean(raw: bytes | None) -> str | None:
+    """A usable header value: printable ASCII, at most MAX_VALUE characters, stripped, not empty."""
+    if raw is None or len(raw) > MAX_VALUE or not raw.isascii():
         return None
-    try:
-        text = raw.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    if not text.isprintable():
+    text = raw.decode("ascii").strip()
+    if not text or not text.isprintable():
         return None
     return text
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _int(text: str | None) -> int | None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from email.utils import formatdate
 from typing import Any, cast
 
@@ -143,6 +144,8 @@ class HTTP1Protocol(asyncio.Protocol):
     # -- request heads ------------------------------------------------------------------------------
 
     def _next_request(self) -> None:
+        if self.busy or self.closing or self.gone:
+            return
         buffer = self.buffer
         while buffer[:2] == b"\r\n":
             del buffer[:2]  # RFC 9112 2.2: ignore empty lines before a request-line
@@ -186,7 +189,16 @@ class HTTP1Protocol(asyncio.Protocol):
             "root_path": "", "headers": request.headers, "client": self.client, "server": self.server,
             "extensions": {ZERO_COPY: True},
         }
-        self.loop.create_task(self._run(scope))
+        # Run the app eagerly, inside this callback: a version check completes without ever
+        # waiting, so it needs no Task and no extra loop iteration (this is the hot path of a
+        # fleet's Connection: close checks). Only an app that waits (flow control on a
+        # download) is handed to a Task from where it stopped.
+        coroutine = self._run(scope)
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
+        self.loop.create_task(_resume(coroutine, waiting_on))
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:
@@ -218,9 +230,11 @@ class HTTP1Protocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         if self.buffer:
+            # Pipelined requests: answered in order, from the loop (not recursively, as the
+            # app may have run eagerly inside _next_request).
             self.idle = False
             self._arm(self.settings.head_timeout)
-            self._next_request()
+            self.loop.call_soon(self._next_request)
 
     # -- ASGI receive/send ----------------------------------------------------------------------------
 
@@ -330,6 +344,27 @@ class HTTP1Protocol(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.closing = True
             self.transport.close()
+
+
+async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Drive ``coroutine``, which already ran up to its first wait on ``waiting_on``, as a Task
+    would: wait for what it waits on, then resume it (or throw the failure into it)."""
+    while True:
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)  # a bare yield: just let the loop run once
+            else:
+                await waiting_on
+        except BaseException as exc:  # includes cancellation: delivered into the coroutine
+            try:
+                waiting_on = coroutine.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
 
 
 def _address(value: Any) -> tuple[str, int] | None:

@@ -242,3 +242,10 @@ def test_absolute_form_and_encoded_traversal(server: Running) -> None:
                    b"/demo/d1mini/..%5c..%5cindex.json", b"/index.json", b"//etc/passwd", b"/demo/%00"):
         answer = exchange(server.port, b"GET " + target + b" HTTP/1.0\r\n\r\n")
         assert split(answer)[0] in (400, 404), target
+
+
+def test_many_pipelined_requests(server: Running) -> None:
+    one = b"GET /_catalog?op=list&path=demo HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = exchange(server.port, one * 300 + b"GET /_catalog?op=list&path=. HTTP/1.1\r\nHost: x\r\n"
+                                               b"Connection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200 OK") == 301
