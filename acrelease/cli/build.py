@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from acrelease import manifest
@@ -69,7 +70,8 @@ class _Renderer:
                 self.status.start()
         elif event.kind == "output":
             if self.verbose:
-                progress_console.print(f"  [dim]{event.env}[/] {event.line}", markup=True, highlight=False)
+                # Tool output is text, not markup (it has [SUCCESS] and the like), and is never wrapped.
+                progress_console.print(f"  [dim]{event.env}[/] {escape(event.line)}", soft_wrap=True)
             if self.status is not None:
                 self.status.update(f"Building target {event.target} (pio env {event.env}) "
                                    f"{time.monotonic() - self.started:.0f} s")
@@ -140,7 +142,7 @@ def build(
         print_json(_outcome_json(outcome))
         return
     if outcome.dry_run:
-        console.print(f"Would build {outcome.version} with {outcome.flag}:")
+        console.print(f"Would build {outcome.version} with {escape(outcome.flag)}:", soft_wrap=True)
         for plan in outcome.planned:
             fs = " + filesystem (-t buildfs)" if plan.target.filesystem else ""
             console.print(f"  {plan.target.name}: pio run -e {plan.env}{fs}")
@@ -151,7 +153,7 @@ def build(
         console.print(f"  {built.target}: {built.chip} {built.firmware_format} "
                       f"{built.firmware_size} B{fs}{missing}")
     console.print(f"Recorded {outcome.version} in {manifest_path} "
-                  f"(dist/{outcome.version}/); publish it with `acrelease publish`")
+                  f"(dist/{outcome.version}/); publish it with `acrelease publish`", soft_wrap=True)
 
 
 def version_command(
