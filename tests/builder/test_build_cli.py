@@ -13,7 +13,7 @@ from acrelease import manifest
 from acrelease.builder import platformio
 from acrelease.cli import build as build_cli
 from acrelease.errors import BuildError
-from tests.builder.conftest import ProjectFactory
+from tests.builder.piohelpers import ProjectFactory
 from tests.factories.images import esp8266_image
 
 

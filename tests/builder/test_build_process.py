@@ -13,7 +13,7 @@ from acrelease.builder import platformio
 from acrelease.builder._process import run_process
 from acrelease.builder._registry import RegistryWatcher
 from acrelease.errors import BuildError
-from tests.builder.conftest import ProjectFactory
+from tests.builder.piohelpers import ProjectFactory
 
 # What `pio run` printed here for `platform = espressif8266` with the registry unreachable:
 # one minute of silence after "Installing", then the error (TESTING.md section 1).

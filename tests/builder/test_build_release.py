@@ -13,7 +13,7 @@ from acrelease.builder import platformio
 from acrelease.builder.release_build import BuildEvent, build_release
 from acrelease.errors import BuildError, UsageError, VersionError
 from acrelease.image import contains_version, inspect_filesystem, inspect_image
-from tests.builder.conftest import ProjectFactory
+from tests.builder.piohelpers import ProjectFactory
 
 
 def init_manifest(project: Path) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from acrelease import manifest
 from acrelease.builder import platformio
 from acrelease.image import contains_version
-from tests.builder.conftest import TEMPLATES_DIR, ProjectFactory
+from tests.builder.piohelpers import TEMPLATES_DIR, ProjectFactory
 
 
 def test_pio_run_t_acrelease_builds_and_records_once(make_project: ProjectFactory) -> None:

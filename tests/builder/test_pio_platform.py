@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from acrelease.image import contains_version, inspect_filesystem, inspect_image
-from tests.builder.conftest import ProjectFactory, scons_package_version
+from tests.builder.piohelpers import ProjectFactory, scons_package_version
 
 
 def pio(project: Path, *args: str, flags: str = "") -> subprocess.CompletedProcess[str]:
