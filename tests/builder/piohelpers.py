@@ -49,7 +49,7 @@ def scons_package_version(scons_version: str) -> str:
 
 def make_core_dir(core: Path) -> Path:
     """A PlatformIO core dir with ``tool-scons`` installed from the pip-installed SCons."""
-    import SCons
+    import SCons  # type: ignore[import-untyped]
 
     version = scons_package_version(SCons.__version__)
     package = core / "packages" / "tool-scons"
