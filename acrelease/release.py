@@ -147,6 +147,19 @@ def _copy_atomic(source: Path, dest: Path) -> bool:
     return True
 
 
+def _remove_created(paths: list[Path], dist: Path) -> None:
+    """Undo a failed add: the files it copied, then the folders that held only them."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == dist.parent or not folder.is_relative_to(dist):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds other releases' files
+                break
+
+
 def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[ArtifactInput], *,
                 channel: str = manifest_mod.DEFAULT_CHANNEL, notes: str = "",
                 allow_missing_version: bool = False, today: dt.date | None = None) -> AddResult:
@@ -178,9 +191,12 @@ def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[A
                 if _copy_atomic(source, dest):
                     created.append(dest)
         manifest_mod.record_artifacts(manifest_path, release, {s.target.name: s.records for s in new})
+    except OSError as exc:
+        _remove_created(created, manifest.root / DIST_DIR)
+        raise ManifestError(f"{manifest_path}: cannot record {version}: {exc.strerror or exc}; "
+                            "nothing was changed") from None
     except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
+        _remove_created(created, manifest.root / DIST_DIR)
         raise
     for item in new:
         if item.learnt_chip is not None:

@@ -121,6 +121,21 @@ def test_all_or_nothing_across_targets(project: Path, tmp_path: Path) -> None:
     assert snapshot(project) == before
 
 
+def test_a_failed_write_removes_what_it_copied(project: Path, tmp_path: Path, monkeypatch) -> None:
+    add_release(project, V1, [ArtifactInput("d1mini", write(tmp_path, "a.bin", esp8266_image("1.0.0")))])
+    before = snapshot(project)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manifest, "record_artifacts", disk_full)
+    v2 = parse_release_version("2.0.0")
+    with pytest.raises(ManifestError, match="cannot record 2.0.0: No space left on device; nothing was changed"):
+        add_release(project, v2, [ArtifactInput("d1mini", write(tmp_path, "b.bin", esp8266_image("2.0.0")))])
+    assert snapshot(project) == before
+    assert not (project.parent / "dist" / "2.0.0").exists()
+
+
 def test_unknown_target_and_missing_file(project: Path, tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match='no target named "nope" .known: d1mini, s3, newboard'):
         add_release(project, V1, [ArtifactInput("nope", tmp_path / "x.bin")])
