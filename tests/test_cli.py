@@ -88,3 +88,12 @@ def test_the_bundled_demo_manifest_is_valid_and_publishes(tmp_path: Path) -> Non
         ("1.0.0", "d1mini"), ("1.0.0", "esp32dev"), ("1.1.0", "d1mini"), ("1.1.0", "esp32dev")}
     result = json.loads(run(REPO, "publish", "--catalog", str(tmp_path / "cat"), "--json").stdout)
     assert len(result["published"]) == 4
+
+
+def test_templates_are_listed_and_printed(tmp_path: Path) -> None:
+    names = run(tmp_path, "template").stdout.split()
+    assert {"acrelease_version.h", "ota_esp8266.ino", "acrelease-serve.service", "releases.toml"} <= set(names)
+    header = run(tmp_path, "template", "acrelease_version.h").stdout
+    assert "#ifndef FW_VERSION" in header
+    proc = run(tmp_path, "template", "nope", ok=False)
+    assert proc.returncode == 2 and 'no template "nope"' in proc.stderr
