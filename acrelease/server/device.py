@@ -42,20 +42,25 @@ _FIELDS = ("sta-mac", "base-mac", "chip-id", "free-space", "sketch-size", "sketc
 # Header names per family, as bytes, built once: the hot path does dictionary lookups only.
 _NAMES = {arch: {f: prefix + f.encode() for f in _FIELDS} for arch, prefix in _PREFIXES.items()}
 _REQUIRED = {arch: tuple((f"x-{arch}-{f}", _NAMES[arch][f]) for f in fields) for arch, fields in MANDATORY.items()}
+_REQUIRED_SET = {arch: frozenset(key for _, key in required) for arch, required in _REQUIRED.items()}
 _AMBIGUOUS = b"\x00"  # a value no header may carry: unusable, but counts as sent
 _parse_version = lru_cache(maxsize=4096)(parse_device_version)  # a fleet reports few distinct versions
 
 
 def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
-    """Parse ASGI-style ``(name, value)`` byte pairs into :class:`DeviceFacts`."""
-    found: dict[bytes, bytes] = {}
-    for raw_name, raw_value in headers:
-        name = raw_name.lower()
-        if name[:5] == b"x-esp" or name == b"user-agent":
-            previous = found.get(name)
-            found[name] = raw_value if previous is None or previous == raw_value else _AMBIGUOUS
+    """Parse ASGI ``(name, value)`` byte pairs into :class:`DeviceFacts`.
 
-    agent = found.get(b"user-agent")
+    Names are expected lower-case, as the ASGI specification requires of servers (our HTTP/1
+    front end and httpx/uvicorn/granian all comply); that is what makes matching them
+    case-insensitive (PROTOCOL.md F.6).
+    """
+    pairs = headers if isinstance(headers, list) else list(headers)
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        found = _merge_repeats(pairs)
+    get = found.get
+
+    agent = get(b"user-agent")
     arch = UPDATE_AGENTS.get(agent.strip().lower()) if agent else None
     update_agent = arch is not None
     if arch is None:
@@ -63,28 +68,35 @@ def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
         if arch is None:
             return DeviceFacts(arch=None, update_agent=False)
     names = _NAMES[arch]
-
-    def get(field: str) -> str | None:
-        return _clean(found.get(names[field]))
-
-    version_text = get("version")
-    mode = get("mode")
-    md5 = get("sketch-md5")
+    missing = () if found.keys() >= _REQUIRED_SET[arch] else tuple(
+        label for label, key in _REQUIRED[arch] if key not in found)
+    version_text = _clean(get(names["version"]))
+    mode = _clean(get(names["mode"]))
+    md5 = _clean(get(names["sketch-md5"]))
     return DeviceFacts(
         arch=arch,
         update_agent=update_agent,
-        missing=tuple(label for label, key in _REQUIRED[arch] if key not in found),
-        mac=normalise_mac(get("sta-mac")) or normalise_mac(get("base-mac")),
-        chip_id=get("chip-id"),
-        free_space=_int(get("free-space")),
-        sketch_size=_int(get("sketch-size")),
+        missing=missing,
+        mac=normalise_mac(_clean(get(names["sta-mac"]))) or normalise_mac(_clean(get(names["base-mac"]))),
+        chip_id=_clean(get(names["chip-id"])),
+        free_space=_int(get(names["free-space"])),
+        sketch_size=_int(get(names["sketch-size"])),
         sketch_md5=md5.lower() if md5 and len(md5) == 32 and set(md5) <= _HEX else None,
-        chip_size=_int(get("chip-size")),
-        sdk_version=get("sdk-version"),
+        chip_size=_int(get(names["chip-size"])),
+        sdk_version=_clean(get(names["sdk-version"])),
         mode=mode.lower() if mode else None,
         version_text=version_text,
         version=_parse_version(version_text) if version_text else None,
     )
+
+
+def _merge_repeats(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Headers sent more than once: identical repeats are one value, different ones ambiguous."""
+    found: dict[bytes, bytes] = {}
+    for name, value in pairs:
+        previous = found.get(name)
+        found[name] = value if previous is None or previous == value else _AMBIGUOUS
+    return found
 
 
 def normalise_mac(text: str | None) -> str | None:
@@ -110,8 +122,12 @@ def _clean(raw: bytes | None) -> str | None:
     return text
 
 
-def _int(text: str | None) -> int | None:
-    # str.isdigit() also accepts non-ASCII digits; _clean already guarantees ASCII.
-    if text is None or not text.isdigit() or len(text) > 20:
+def _int(raw: bytes | None) -> int | None:
+    """Plain decimal within 20 digits, else ``None`` (negative, ``12k``, ``0x10``, blanks only)."""
+    if raw is None:
         return None
-    return int(text)
+    raw = raw.strip()
+    # bytes.isdigit() is ASCII-only, so no other script's digits get through.
+    if not raw.isdigit() or len(raw) > 20:
+        return None
+    return int(raw)

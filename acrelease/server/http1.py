@@ -39,6 +39,9 @@ STATUS_LINES: dict[int, bytes] = {
         501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
     }.items()}
 NO_BODY_STATUS = frozenset({204, 304})
+# Shared by every scope (read-only by convention; rebuilt per request they cost a few us each).
+_ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
+_EXTENSIONS = {ZERO_COPY: True}
 WRITE_HIGH_WATER = 256 * 1024
 
 
@@ -63,11 +66,24 @@ class _Date:
 class ServerState:
     """What all connections of one worker share."""
 
-    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, address: tuple[str, int] | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.address = address
         self.connections: set[HTTP1Protocol] = set()
         self.stopping = False
+        shortest = min(settings.head_timeout, settings.keep_alive_timeout, settings.send_timeout)
+        self.sweep_interval = max(0.01, min(0.5, shortest / 5))
+        """Timeouts fire at most this late."""
+
+    async def sweep(self) -> None:
+        """Fire the connections' due timeouts (head 408, keep-alive idle, send stall)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            now = loop.time()
+            for connection in [c for c in self.connections if 0.0 < c.deadline <= now]:
+                connection._on_timer()
 
 
 class HTTP1Protocol(asyncio.Protocol):
@@ -81,7 +97,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time when the pending timeout fires; 0 = none (see ServerState.sweep)
         self.idle = False  # between requests of a keep-alive connection
         self.busy = False  # a request is being answered
         self.gone = False
@@ -106,7 +122,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        self.server = self.state.address
         self.state.connections.add(self)
         self._arm(self.settings.head_timeout)
 
@@ -183,11 +199,11 @@ class HTTP1Protocol(asyncio.Protocol):
         self.body_allowed = request.method != "HEAD"
         self.keep_alive = request.keep_alive and not self.state.stopping
         scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "type": "http", "asgi": _ASGI_VERSION,
             "http_version": request.http_version, "method": request.method, "scheme": "http",
             "path": request.path, "raw_path": request.raw_path, "query_string": request.query,
             "root_path": "", "headers": request.headers, "client": self.client, "server": self.server,
-            "extensions": {ZERO_COPY: True},
+            "extensions": _EXTENSIONS,
         }
         # Run the app eagerly, inside this callback: a version check completes without ever
         # waiting, so it needs no Task and no extra loop iteration (this is the hot path of a
@@ -316,7 +332,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.transport.close()
 
     def _on_timer(self) -> None:
-        self.timer = None
+        self.deadline = 0.0
         if self.gone or self.transport is None:
             return
         if self.busy:
@@ -329,14 +345,12 @@ class HTTP1Protocol(asyncio.Protocol):
             self._fail(408, "no complete request head in time")
 
     def _arm(self, delay: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, self._on_timer)
+        # A deadline checked by ServerState.sweep, not a TimerHandle per connection: arming and
+        # cancelling a timer for every short-lived check costs more than the sweep.
+        self.deadline = self.loop.time() + delay
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else after the answer in flight."""
@@ -417,8 +431,9 @@ async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: 
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
     await lifespan.startup()
-    state = ServerState(app, settings)
+    state = ServerState(app, settings, _address(sock.getsockname()))
     server = await loop.create_server(lambda: HTTP1Protocol(state), sock=sock, backlog=4096)
+    sweeper = loop.create_task(state.sweep())
     try:
         await stop.wait()
     finally:
@@ -432,4 +447,5 @@ async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: 
         for connection in list(state.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        sweeper.cancel()
         await lifespan.shutdown()

@@ -109,16 +109,51 @@ def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
     return socket.gethostname(), port
 
 
+class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Decision lines go out in batches: flushed every FLUSH_INTERVAL by each worker (and at
+    once from WARNING up), so a fleet's checks do not each pay a write system call."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING:
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+FLUSH_INTERVAL = 0.25
+
+
 def _configure_logging(level: str) -> None:
     logger = logging.getLogger("acrelease")
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ServeError(f"--log {level}: not a logging level (DEBUG, INFO, WARNING, ERROR)")
     logger.setLevel(numeric)
+    # The server process logs one line per request: skip what the records would collect and
+    # nobody prints (the logging docs' "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8",  # noqa: SIM115
+                      errors="backslashreplace", closefd=False)
+        handler = _BatchedHandler(stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger("acrelease").handlers:
+        handler.flush()
+
+
+async def _flush_logs_periodically() -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        _flush_logs()
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -139,7 +174,12 @@ def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket) -> 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await serve_socket(app, settings, sock, stop)
+        flusher = loop.create_task(_flush_logs_periodically())
+        try:
+            await serve_socket(app, settings, sock, stop)
+        finally:
+            flusher.cancel()
+            _flush_logs()
 
     _run(main)
 
@@ -152,6 +192,7 @@ def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket) ->
     children: dict[int, float] = {}
 
     def spawn() -> None:
+        _flush_logs()  # nothing buffered may be written twice
         pid = os.fork()
         if pid == 0:  # child
             signal.signal(signal.SIGINT, signal.SIG_DFL)

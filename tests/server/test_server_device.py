@@ -7,11 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acrelease.server.device import device_facts, normalise_mac
+from acrelease.server.h1parse import Request, parse_head
 from tests.server.esp import MAC, esp32, esp8266
 
 
 def raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode()) for k, v in headers.items()]
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
 
 def test_esp8266_header_set() -> None:
@@ -24,8 +25,11 @@ def test_esp8266_header_set() -> None:
 
 
 def test_names_case_insensitive() -> None:
-    headers = [(k.upper().encode(), v.encode()) for k, v in esp8266("1.0.0").items()]
-    facts = device_facts(headers)
+    # F.6: names reach the app lower-cased (ASGI); the HTTP/1 parser does it for any spelling.
+    head = "GET / HTTP/1.0\r\n" + "\r\n".join(f"{k.upper()}: {v}" for k, v in esp8266("1.0.0").items())
+    request = parse_head(head.encode())
+    assert isinstance(request, Request)
+    facts = device_facts(request.headers)
     assert facts.arch == "ESP8266" and facts.missing == () and str(facts.version) == "1.0.0"
 
 
@@ -65,7 +69,7 @@ def test_normalise_mac(text: str, expected: str | None) -> None:
 @pytest.mark.parametrize("value", ["-1", "12k", "1e6", "", " ", "9" * 25, "١٢٣", "0x10"])
 def test_bad_numbers_are_none(value: str) -> None:
     headers = raw(esp8266())
-    headers = [(k, v) if k != b"x-ESP8266-free-space" else (k, value.encode()) for k, v in headers]
+    headers = [(k, v) if k != b"x-esp8266-free-space" else (k, value.encode()) for k, v in headers]
     facts = device_facts(headers)
     assert facts.free_space is None
     assert "x-ESP8266-free-space" not in facts.missing  # sent, but unusable
@@ -73,19 +77,19 @@ def test_bad_numbers_are_none(value: str) -> None:
 
 def test_long_non_ascii_and_duplicates() -> None:
     headers = raw(esp8266())
-    headers += [(b"x-ESP8266-version", b"1" * 300), (b"x-esp8266-STA-MAC", MAC.encode())]
+    headers += [(b"x-esp8266-version", b"1" * 300), (b"x-esp8266-sta-mac", MAC.encode())]
     facts = device_facts(headers)
     assert facts.version is None and facts.version_text is None
     assert facts.mac == MAC  # identical repeat: one value
-    conflicting = [*raw(esp8266()), (b"x-ESP8266-STA-MAC", b"AA:AA:AA:AA:AA:AA")]
+    conflicting = [*raw(esp8266()), (b"x-esp8266-sta-mac", b"AA:AA:AA:AA:AA:AA")]
     assert device_facts(conflicting).mac is None  # ambiguous: unusable
-    non_ascii = [*raw(esp8266()), (b"x-ESP8266-version", "1.0.0é".encode())]
+    non_ascii = [*raw(esp8266()), (b"x-esp8266-version", "1.0.0é".encode())]
     assert device_facts(non_ascii).version is None
 
 
 header_names = st.sampled_from([
     b"user-agent", b"x-esp8266-version", b"x-esp8266-mode", b"x-esp8266-free-space", b"x-esp8266-sta-mac",
-    b"x-esp32-base-mac", b"x-esp32-sketch-md5", b"x-esp32-chip-size", b"X-ESP8266-CHIP-SIZE", b"host",
+    b"x-esp32-base-mac", b"x-esp32-sketch-md5", b"x-esp32-chip-size", b"x-esp8266-chip-size", b"host",
 ])
 header_values = st.one_of(st.binary(max_size=300), st.sampled_from(
     [b"ESP8266-http-Update", b"ESP32-http-Update", b"1.2.3", b"sketch", b"spiffs", b"-5", b"4194304"]))
