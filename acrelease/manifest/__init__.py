@@ -1,0 +1,68 @@
+"""``releases.toml``: the release manifest of one firmware project.
+
+Reading goes through :func:`load`, which turns the file into frozen dataclasses and reports
+*every* problem at once, each prefixed with the file and its TOML path
+(``releases.toml: releases[2].version: "1.2" is not a semantic version ...``). Files named by
+the manifest are checked against their recorded size and hashes.
+
+Writing goes through tomlkit (:func:`init_manifest`, :func:`record_artifacts`,
+:func:`set_target_chip`), so a user's comments and layout survive every edit, and the file is
+replaced atomically.
+
+Schema::
+
+    [project]
+    name = "demo"                     # catalog and URL name
+    version_define = "FW_VERSION"     # optional: the C define the version is compiled in as
+
+    [[targets]]                       # one per board / PlatformIO env
+    name = "d1mini"
+    chip = "esp8266"                  # optional until the first image tells
+    env = "d1_mini"                   # optional: PlatformIO env
+    board = "d1_mini"                 # optional: board id (PlatformIO board, FQBN board part)
+    filesystem = true                 # optional: the target ships a filesystem image
+
+    [[releases]]
+    version = "1.0.0"
+    channel = "stable"
+    date = "2026-11-27"
+    notes = "..."
+
+    [releases.artifacts.d1mini.firmware]
+    file = "dist/1.0.0/d1mini/firmware.bin"   # relative to this file
+    size = 4480
+    md5 = "..."
+    sha256 = "..."
+    chip = "esp8266"
+    format = "plain"
+    flash_size = 4194304
+    version_found = true
+"""
+
+from acrelease.manifest.edit import init_manifest, record_artifacts, set_target_chip
+from acrelease.manifest.load import load
+from acrelease.manifest.model import (
+    DEFAULT_CHANNEL,
+    DEFAULT_DEFINE,
+    MANIFEST_NAME,
+    ArtifactRecord,
+    Manifest,
+    Release,
+    Target,
+    file_digests,
+)
+
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "DEFAULT_DEFINE",
+    "MANIFEST_NAME",
+    "ArtifactRecord",
+    "Manifest",
+    "Release",
+    "Target",
+    "file_digests",
+    "init_manifest",
+    "load",
+    "record_artifacts",
+    "set_target_chip",
+]
