@@ -207,9 +207,9 @@ def children(pid: int) -> list[int]:
 def wrk(url: str, concurrency: int, duration: int, esp_headers: bool = True) -> dict[str, float]:
     command = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency"]
     if esp_headers:
-        for name, value in ESP8266_HEADERS + [("x-ESP8266-version", version_for(url))]:
+        for name, value in [*ESP8266_HEADERS, ("x-ESP8266-version", version_for(url))]:
             command += ["-H", f"{name}: {value}"]
-    out = subprocess.run(command + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    out = subprocess.run([*command, url], capture_output=True, text=True, timeout=duration + 60).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -403,9 +403,10 @@ def print_table(report: Report, servers: list[str]) -> None:
                       f"{mean(cpus):>12.1f}{rate / base:>9.2f}x")
     rss = report.rss
     if rss:
+        peak, base_kib = rss["peak_kib"], rss["baseline_kib"]
         print(f"\nacrelease RSS with {rss['clients']} clients downloading 16 MiB: peak {rss['peak_mib']} MiB "
-              f"(anon {rss['peak_kib']['RssAnon'] / 1024:.1f} MiB, file-backed {rss['peak_kib']['RssFile'] / 1024:.1f} MiB;"
-              f" baseline {rss['baseline_kib']['VmRSS'] / 1024:.1f} MiB); slow clients {rss['slow_clients']}")
+              f"(anon {peak['RssAnon'] / 1024:.1f} MiB, file-backed {peak['RssFile'] / 1024:.1f} MiB;"
+              f" baseline {base_kib['VmRSS'] / 1024:.1f} MiB); slow clients {rss['slow_clients']}")
     print("\ngoals:")
     for goal, ok in report.summary["goals"].items():
         print(f"  {'PASS' if ok else 'FAIL'}  {goal}")

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from acrelease.errors import ServeError
-from acrelease.server.app import create_app
+from acrelease.server.app import DecisionLog, create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.http1 import serve_socket
 from acrelease.server.settings import ServerSettings
@@ -41,16 +41,16 @@ def serve(settings: ServerSettings) -> None:
                          "(`acrelease publish --catalog DIR`) or pass the right --catalog")
     if settings.workers < 1:
         raise ServeError(f"--workers {settings.workers}: must be at least 1")
-    _configure_logging(settings.log_level)
+    decisions = _configure_logging(settings.log_level)
     sock = bind(settings.host, settings.port)  # first: a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     catalog.load()
     print_urls(settings, catalog.state, sock.getsockname()[1])
     if settings.workers == 1:
-        _worker(settings, catalog, sock)
+        _worker(settings, catalog, sock, decisions)
     else:
-        _prefork(settings, catalog, sock)
+        _prefork(settings, catalog, sock, decisions)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -110,8 +110,8 @@ def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
 
 
 class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Decision lines go out in batches: flushed every FLUSH_INTERVAL by each worker (and at
-    once from WARNING up), so a fleet's checks do not each pay a write system call."""
+    """Log lines go out in batches: flushed every FLUSH_INTERVAL by each worker (and at once
+    from WARNING up), so a fleet's checks do not each pay a write system call."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -125,24 +125,65 @@ class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 FLUSH_INTERVAL = 0.25
 
 
-def _configure_logging(level: str) -> None:
+class _Formatter(logging.Formatter):
+    """``asctime`` rendered once per second: ``time.localtime`` makes glibc stat
+    /etc/localtime on every call."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second, self._text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._text},{int((created - second) * 1000):03d}"
+
+
+class BatchedLog(DecisionLog):
+    """Decision lines written straight into the batched handler's stream, formatted like the
+    other log lines, without a LogRecord each (measured: a LogRecord per check cost about a
+    third of the check rate)."""
+
+    def __init__(self, handler: _BatchedHandler, formatter: _Formatter) -> None:
+        self.handler = handler
+        self.formatter = formatter
+        self.on = logging.getLogger("acrelease.server").isEnabledFor(logging.INFO)
+
+    def enabled(self) -> bool:
+        return self.on
+
+    def write(self, line: str) -> None:
+        text = f"{self.formatter.stamp(time.time())} INFO {line}\n"
+        with self.handler.lock or contextlib.nullcontext():
+            self.handler.stream.write(text)
+
+
+def _configure_logging(level: str) -> DecisionLog:
+    """Set the ``acrelease`` log level and, unless the embedding program configured logging,
+    a batched stderr handler; returns where the app writes its decision lines."""
     logger = logging.getLogger("acrelease")
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ServeError(f"--log {level}: not a logging level (DEBUG, INFO, WARNING, ERROR)")
     logger.setLevel(numeric)
-    # The server process logs one line per request: skip what the records would collect and
-    # nobody prints (the logging docs' "Optimization" section).
+    # The server process logs a lot: skip what the records would collect and nobody prints
+    # (the logging docs' "Optimization" section).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if not logger.handlers and not logging.getLogger().handlers:
-        stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8",  # noqa: SIM115
-                      errors="backslashreplace", closefd=False)
-        handler = _BatchedHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
+    if logger.handlers or logging.getLogger().handlers:
+        return DecisionLog()
+    stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8",  # noqa: SIM115
+                  errors="backslashreplace", closefd=False)
+    handler = _BatchedHandler(stream)
+    formatter = _Formatter("%(asctime)s %(levelname)s %(message)s")
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    return BatchedLog(handler, formatter)
 
 
 def _flush_logs() -> None:
@@ -166,8 +207,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket) -> None:
-    app = create_app(settings, catalog)
+def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket, decisions: DecisionLog) -> None:
+    app = create_app(settings, catalog, decisions)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -188,7 +229,7 @@ class _Stop(Exception):
     pass
 
 
-def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket) -> None:
+def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket, decisions: DecisionLog) -> None:
     children: dict[int, float] = {}
 
     def spawn() -> None:
@@ -199,7 +240,7 @@ def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket) ->
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                _worker(settings, catalog, sock)
+                _worker(settings, catalog, sock, decisions)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
