@@ -54,7 +54,7 @@ class Entry:
     artifact: Artifact
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: never compare mapped bytes
 class Verified:
     key: FileKey
     data: memoryview
@@ -150,6 +150,8 @@ class Catalog:
             if previous.problems.get(name) != problem or previous.index is not index:
                 log.warning("catalog: %s is not served (answered 404): %s", name, problem)
         self._verified = {v.key: v for v in blobs.values()}
+        if previous.index is index and previous.blobs == blobs and previous.problems == problems:
+            return  # a recheck that found nothing new: keep the state (and what is cached on it)
         self.state = CatalogState(index, files, blobs, problems)  # one assignment: atomic swap
         if previous.index is not index:
             log.info("catalog: generation %d loaded, %d files served, %d refused",

@@ -70,6 +70,7 @@ class ServerState:
         self.app = app
         self.settings = settings
         self.address = address
+        self.loop = asyncio.get_running_loop()
         self.connections: set[HTTP1Protocol] = set()
         self.stopping = False
         shortest = min(settings.head_timeout, settings.keep_alive_timeout, settings.send_timeout)
@@ -92,7 +93,7 @@ class HTTP1Protocol(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.settings = state.settings
-        self.loop = asyncio.get_running_loop()
+        self.loop = state.loop  # not get_running_loop(): on 3.11 that is a getpid() system call each
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.client: tuple[str, int] | None = None
@@ -105,6 +106,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.reading_paused = False
         self.write_paused = False
         self.drain: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
         self.disconnected: asyncio.Future[None] | None = None
         # Per-response state.
         self.request: Request | None = None
@@ -214,7 +216,7 @@ class HTTP1Protocol(asyncio.Protocol):
             waiting_on = coroutine.send(None)
         except StopIteration:
             return
-        self.loop.create_task(_resume(coroutine, waiting_on))
+        self.task = self.loop.create_task(_resume(coroutine, waiting_on))  # keep a strong reference
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:
@@ -234,6 +236,7 @@ class HTTP1Protocol(asyncio.Protocol):
     def _finish(self) -> None:
         self.busy = False
         self.request = None
+        self.task = None
         if self.gone or self.transport is None:
             return
         if not self.keep_alive:
