@@ -143,6 +143,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.idle and not self.buffer:
             self._arm(self.settings.head_timeout)  # a new request has begun: head timeout applies
             self.idle = False
+        if not self.buffer and not self.busy and data.endswith(b"\r\n\r\n") and data[:1] != b"\r" \
+                and data.find(b"\r\n\r\n") == len(data) - 4:
+            self._head(data[:-4])  # the common case: one whole head in one segment, no copies
+            return
         self.buffer += data
         if self.busy:
             if len(self.buffer) > self.settings.max_header_bytes and self.transport is not None:
@@ -178,12 +182,17 @@ class HTTP1Protocol(asyncio.Protocol):
             elif buffer.count(b"\r\n") > settings.max_header_lines + 1:
                 self._fail(431, "too many header lines")
             return
-        line_end = buffer.find(b"\r\n")
-        if end - line_end > settings.max_header_bytes:
-            self._fail(431, "request head too large")
-            return
         head = bytes(buffer[:end])
         del buffer[:end + 4]
+        self._head(head)
+
+    def _head(self, head: bytes) -> None:
+        """A complete request head (without its blank line): check the limits, parse, start."""
+        settings = self.settings
+        line_end = head.find(b"\r\n")
+        if line_end >= 0 and len(head) - line_end > settings.max_header_bytes:
+            self._fail(431, "request head too large")
+            return
         parsed = parse_head(head, max_target=settings.max_target_bytes, max_lines=settings.max_header_lines)
         if isinstance(parsed, HeadError):
             self._fail(parsed.status, parsed.reason)

@@ -249,3 +249,8 @@ def test_many_pipelined_requests(server: Running) -> None:
     answer = exchange(server.port, one * 300 + b"GET /_catalog?op=list&path=. HTTP/1.1\r\nHost: x\r\n"
                                                b"Connection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 301
+
+
+def test_overlong_target_alone_is_414(server: Running) -> None:
+    answer = exchange(server.port, b"GET /" + b"a" * 20000 + b" HTTP/1.0\r\n\r\n")
+    assert split(answer)[0] == 414
