@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from acrelease.server.app import UpdateApp
 from tests.factories.catalog import CatalogBuilder, image_for
 from tests.server.esp import MAC, esp32, esp8266
 
@@ -236,3 +240,41 @@ async def test_new_publish_is_served_after_reload(client: httpx.AsyncClient, bui
     built.write()
     app.catalog.load()  # type: ignore[attr-defined]
     check_image(await client.get(D1, headers=esp8266("1.1.0")), "1.3.0")
+
+
+# -- fuzz: no client input is a 500 -------------------------------------------------------------
+
+fuzz_headers = st.lists(st.tuples(
+    st.sampled_from([b"user-agent", b"x-esp8266-version", b"x-esp8266-mode", b"x-esp8266-free-space",
+                     b"x-esp32-sketch-md5", b"x-esp8266-chip-size", b"range", b"if-range", b"if-none-match",
+                     b"x-esp32-base-mac", b"host"]),
+    st.one_of(st.binary(max_size=80), st.sampled_from([b"ESP8266-http-Update", b"ESP32-http-Update", b"bytes=0-",
+                                                       b"bytes=-1", b"spiffs", b"version", b"1.0.0"]))),
+    max_size=12)
+fuzz_paths = st.one_of(
+    st.text(max_size=60).map(lambda t: "/" + t),
+    st.sampled_from(["/update/demo/d1mini", "/update/demo/esp32dev", "/_catalog", FILE, "/update/demo/empty"]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "HEAD", "POST"]), path=fuzz_paths, query=st.binary(max_size=60),
+       headers=fuzz_headers)
+def test_fuzz_never_500(app: UpdateApp, method: str, path: str, query: bytes,
+                        headers: list[tuple[bytes, bytes]]) -> None:
+    messages: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode("utf-8", "replace"),
+             "query_string": query, "headers": headers, "client": ("10.0.0.9", 1)}
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    start = messages[0]
+    assert start["type"] == "http.response.start" and int(start["status"]) < 500  # type: ignore[call-overload]
+    assert messages[-1].get("more_body", False) is False
+    body = b"".join(bytes(m.get("body", b"")) for m in messages[1:])  # type: ignore[arg-type]
+    if method == "HEAD" or start["status"] == 304:
+        assert body == b""
