@@ -155,6 +155,13 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         self._next_request()
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed: finish the answer in flight (keep the transport), then close."""
+        self.keep_alive = False
+        if self.busy:
+            return True
+        return None  # nothing in flight: let the transport close
+
     def pause_writing(self) -> None:
         self.write_paused = True
 

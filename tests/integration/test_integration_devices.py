@@ -207,3 +207,18 @@ def test_serve_errors_are_one_line(tmp_path: Path) -> None:
                               timeout=60, env=env, cwd=ROOT)
     assert busy.returncode != 0 and "port in use" in busy.stderr
     assert len(busy.stderr.strip().splitlines()) == 1
+
+
+def test_stalled_connections_do_not_block_a_check(server: Server) -> None:
+    # Issue 4 groundwork: 300 clients that send half a head and stall hold nothing up.
+    stalled = []
+    try:
+        for i in range(300):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+            conn.sendall(b"GET /update/demo/d1mini HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
+            stalled.append(conn)
+        check_no_update(*exchange(server.port, esp8266_request(server.host, "/update/demo/d1mini",
+                                                               version="1.1.0")))
+    finally:
+        for conn in stalled:
+            conn.close()

@@ -254,3 +254,14 @@ def test_many_pipelined_requests(server: Running) -> None:
 def test_overlong_target_alone_is_414(server: Running) -> None:
     answer = exchange(server.port, b"GET /" + b"a" * 20000 + b" HTTP/1.0\r\n\r\n")
     assert split(answer)[0] == 414
+
+
+def test_half_closed_client_still_gets_the_whole_image(server: Running) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /demo/big/demo-big-1.0.0.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    status, headers, body = split(received)
+    assert status == 200 and len(body) == int(headers["content-length"][0])
