@@ -110,13 +110,13 @@ def free_port() -> int:
 def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if process.poll() is not None:
-            raise SystemExit(f"server exited early: {process.args}")
+            raise SystemExit(f"server exited early: {process.args!r}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"server did not listen: {process.args}")
+    raise SystemExit(f"server did not listen: {process.args!r}")
 
 
 @contextmanager

@@ -15,7 +15,14 @@ from pathlib import Path
 import semver
 
 from acrelease.catalog import layout
-from acrelease.catalog.index import INDEX_NAME, Artifact, CatalogIndex, PublishedRelease, TargetIndex
+from acrelease.catalog.index import (
+    INDEX_NAME,
+    Artifact,
+    ArtifactKind,
+    CatalogIndex,
+    PublishedRelease,
+    TargetIndex,
+)
 from acrelease.policy import ESP8266_FLASH_NIBBLE
 from tests.factories import images
 
@@ -36,11 +43,11 @@ def flash_size_of(data: bytes) -> int | None:
     return ESP8266_FLASH_NIBBLE.get(data[3] >> 4)
 
 
-def artifact(kind: str, file: str, data: bytes, chip: str, fmt: str) -> Artifact:
+def artifact(kind: ArtifactKind, file: str, data: bytes, chip: str, fmt: str) -> Artifact:
     return Artifact(
         kind=kind,
         file=file,
-        size=len(data),  # type: ignore[arg-type]
+        size=len(data),
         md5=hashlib.md5(data).hexdigest(),
         sha256=hashlib.sha256(data).hexdigest(),
         chip=chip,

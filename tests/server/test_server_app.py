@@ -275,6 +275,6 @@ def test_fuzz_never_500(app: UpdateApp, method: str, path: str, query: bytes,
     start = messages[0]
     assert start["type"] == "http.response.start" and int(start["status"]) < 500  # type: ignore[call-overload]
     assert messages[-1].get("more_body", False) is False
-    body = b"".join(bytes(m.get("body", b"")) for m in messages[1:])  # type: ignore[arg-type]
+    body = b"".join(bytes(m.get("body", b"")) for m in messages[1:])  # type: ignore[call-overload]
     if method == "HEAD" or start["status"] == 304:
         assert body == b""

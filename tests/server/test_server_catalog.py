@@ -84,7 +84,12 @@ def test_reload_reuses_verification(built: CatalogBuilder, monkeypatch: pytest.M
     built.write()
     hashed: list[int] = []
     real_sha256 = hashlib.sha256
-    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": hashed.append(len(data)) or real_sha256(data))
+
+    def counting_sha256(data: bytes = b"") -> hashlib._Hash:
+        hashed.append(len(data))
+        return real_sha256(data)
+
+    monkeypatch.setattr(hashlib, "sha256", counting_sha256)
     assert catalog.load() is True
     assert len(hashed) == 1  # only the new file was hashed
     assert catalog.state.blobs[FILE] is first
