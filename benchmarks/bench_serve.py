@@ -9,12 +9,15 @@ PROTOCOL.md G. Scenarios:
   version-aware update URL, so the whole policy runs);
 * ``rss``: acrelease's resident memory while 200 clients download a 16 MiB image.
 
-For the record the same ASGI app also runs under granian and uvicorn (``--others``).
+acrelease runs as ``acrelease serve`` does by default: ``--log INFO``, one line per decision
+(written to a file here); nginx runs with ``access_log off``. ``--quiet`` adds acrelease with
+``--log WARNING``. For the record the same ASGI app also runs under granian and uvicorn
+(``--others``), both without access logs.
 Absolute numbers on a shared machine drift by 30 % or more between runs: read the ratios, which
 compare servers measured back to back in the same run (the runs are interleaved).
 
     python benchmarks/bench_serve.py                  # c=50 and c=200, 10 s, two runs each
-    python benchmarks/bench_serve.py --duration 5 --runs 1 --others
+    python benchmarks/bench_serve.py --duration 5 --runs 1 --others --quiet
 Writes benchmarks/results/serve-<UTC time>.json (ignored by git).
 """
 
@@ -165,7 +168,8 @@ def server_commands(catalog: Path, port: int, workdir: Path, name: str) -> tuple
     if name == "nginx":
         return nginx_command(workdir, catalog, port), env
     if name.startswith("acrelease"):
-        level = "INFO" if name == "acrelease+log" else "WARNING"
+        # The default (INFO) logs one line per decision, as `acrelease serve` does out of the box.
+        level = "WARNING" if name == "acrelease-quiet" else "INFO"
         return [sys.executable, "-m", "acrelease", "serve", "--catalog", str(catalog), "--port", str(port),
                 "--bind", "127.0.0.1", "--log", level], env
     if name == "granian":
@@ -298,14 +302,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--concurrency", default="50,200")
     parser.add_argument("--others", action="store_true", help="also granian and uvicorn (for the record)")
-    parser.add_argument("--log", action="store_true", help="also acrelease with INFO decision logs")
+    parser.add_argument("--quiet", action="store_true",
+                        help="also acrelease with --log WARNING (no decision lines); the goals use the default")
     parser.add_argument("--scenarios", default="check,download", help="comma-separated: check, download")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS measurement")
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install -y wrk nginx util-linux")
-    servers = ["nginx", "acrelease"] + (["acrelease+log"] if args.log else []) + (
+    servers = ["nginx", "acrelease"] + (["acrelease-quiet"] if args.quiet else []) + (
         ["granian", "uvicorn"] if args.others else [])
     report = Report(date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     command=" ".join([Path(sys.executable).name, *sys.argv]),

@@ -254,8 +254,10 @@ class UpdateApp:
             if isinstance(decision, Offer | Announce):
                 reason += f", serving {decision.release.version} {decision.artifact.name}"
             reason += ")"
+        if len(target) > 200 or not (target.isascii() and target.isprintable()):
+            target = ascii(target[:200])[1:-1]  # never a control character into the log
         self.decisions.write(f"{(device.mac if device else None) or '-'} {client[0] if client else '-'} "
-                             f"{scope['method']} {ascii(target[:200])[1:-1]} -> {status} {reason}")
+                             f"{scope['method']} {target} -> {status} {reason}")
 
 
 def _image_headers(offer: Offer, device: DeviceFacts, size: int) -> Headers:

@@ -111,15 +111,33 @@ def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
 
 class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Log lines go out in batches: flushed every FLUSH_INTERVAL by each worker (and at once
-    from WARNING up), so a fleet's checks do not each pay a write system call."""
+    from WARNING up), so a fleet's checks do not each pay a write system call.
+
+    ``pending`` holds decision lines appended by the event loop (``BatchedLog``); they are
+    written ahead of any record, so the order of lines is kept."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.pending: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            self._drain()
             self.stream.write(self.format(record) + self.terminator)
             if record.levelno >= logging.WARNING:
-                self.flush()
+                self.stream.flush()
         except Exception:
             self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            self._drain()
+            super().flush()
+
+    def _drain(self) -> None:
+        if self.pending:
+            lines, self.pending = self.pending, []  # list appends are atomic; swap, then write
+            self.stream.write("".join(lines))
 
 
 FLUSH_INTERVAL = 0.25
@@ -156,9 +174,10 @@ class BatchedLog(DecisionLog):
         return self.on
 
     def write(self, line: str) -> None:
-        text = f"{self.formatter.stamp(time.time())} INFO {line}\n"
-        with self.handler.lock or contextlib.nullcontext():
-            self.handler.stream.write(text)
+        pending = self.handler.pending
+        pending.append(f"{self.formatter.stamp(time.time())} INFO {line}\n")
+        if len(pending) >= 64:  # small batches: no large strings for malloc to map and unmap
+            self.handler.flush()
 
 
 def _configure_logging(level: str) -> DecisionLog:
