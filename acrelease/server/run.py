@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from acrelease import chips
 from acrelease.errors import ServeError
 from acrelease.server.app import DecisionLog, create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -84,7 +85,9 @@ def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: Te
     for (project, name), target in sorted(state.index.targets.items()):
         newest = next((str(r.version) for r in target.releases if not r.yanked), "nothing published")
         print(f"\n{project}/{name} ({target.chip}, newest {newest})", file=out)
-        print(f'  sketch:      ESPhttpUpdate.update(client, "{base}/update/{project}/{name}", FW_VERSION);',
+        chip = chips.lookup(target.chip)
+        updater = "httpUpdate" if chip is not None and chip.arch == "ESP32" else "ESPhttpUpdate"
+        print(f'  sketch:      {updater}.update(client, "{base}/update/{project}/{name}", FW_VERSION);',
               file=out)
         print(f"  catalog:     {base}/_catalog?op=list&path={project}/{name}", file=out)
         print(f'  AutoConnect: update.host = "{host}"; update.port = {port}; '

@@ -175,6 +175,8 @@ def test_sigterm_stops_cleanly_and_logs_decisions(tmp_path: Path) -> None:
     assert code == 0
     assert f"127.0.0.1:{port}/update/demo/d1mini" in out  # the URLs a device would use
     assert 'update.uri = "demo/d1mini"' in out
+    assert f'ESPhttpUpdate.update(client, "http://127.0.0.1:{port}/update/demo/d1mini"' in out
+    assert f'httpUpdate.update(client, "http://127.0.0.1:{port}/update/demo/esp32dev"' in out
     assert "DE:BA:7A:B1:E0:42 127.0.0.1 GET /update/demo/d1mini -> 304" in err
     assert "Traceback" not in err
 
