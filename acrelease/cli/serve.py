@@ -20,13 +20,19 @@ def serve(
     bind: str = typer.Option("0.0.0.0", "--bind", "-b", help="Address to listen on."),
     log: str = typer.Option("INFO", "--log", "-l", help="Log level: DEBUG, INFO, WARNING, ERROR."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
+    auth: Path | None = typer.Option(None, "--auth", help="Credentials file (`acrelease auth add`): "
+                                     "HTTP Basic on update, download and catalog."),
+    allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
+    open_catalog: bool = typer.Option(False, "--open-catalog", help="With --auth: let the AutoConnect catalog "
+                                      "list without credentials (its client cannot send any)."),
 ) -> None:
     """Serve the catalog to ESP8266/ESP32 devices and AutoConnect (Ctrl-C stops)."""
     from acrelease.server.run import ServerSettings
     from acrelease.server.run import serve as run_server
 
     root = resolve_catalog(catalog) or Path.cwd()
-    run_server(ServerSettings(catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers))
+    run_server(ServerSettings(catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers,
+                              auth_file=auth, allow_file=allow, catalog_auth=not open_catalog))
 
 
 def register(app: typer.Typer) -> None:

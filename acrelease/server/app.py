@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
+from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
 from acrelease.server import httpcache, listing
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
@@ -31,8 +32,8 @@ CHUNK = 256 * 1024
 """Bodies go out in slices of the mmap, so flow control bounds memory per client."""
 
 Headers = list[tuple[bytes, bytes]]
-REASONS = {400: b"Bad Request\n", 403: b"Forbidden\n", 404: b"Not Found\n",
-           405: b"Method Not Allowed\n", 416: b"Range Not Satisfiable\n"}
+REASONS = {400: b"Bad Request\n", 401: b"Unauthorized\n", 403: b"Forbidden\n", 404: b"Not Found\n",
+           405: b"Method Not Allowed\n", 416: b"Range Not Satisfiable\n", 503: b"Service Unavailable\n"}
 OCTETS = (b"content-type", b"application/octet-stream")
 TEXT = (b"content-type", b"text/plain; charset=utf-8")
 JSON = (b"content-type", b"application/json")
@@ -55,20 +56,26 @@ class DecisionLog:
 
 
 def create_app(settings: ServerSettings, catalog: Catalog | None = None,
-               decisions: DecisionLog | None = None) -> UpdateApp:
+               decisions: DecisionLog | None = None, access: AccessPolicy | None = None) -> UpdateApp:
     """The ASGI app for ``settings.catalog``; pass ``catalog`` to share an already loaded one
-    (``serve`` loads it before forking workers so the verification is done once)."""
+    (``serve`` loads it before forking workers so the verification is done once). ``access``
+    defaults to the policy of ``settings.auth_file`` / ``allow_file`` (open when neither is set)."""
+    if access is None:
+        access = AccessPolicy.from_files(settings.auth_file, settings.allow_file,
+                                         catalog_auth=settings.catalog_auth)
     return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                         recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog())
+                     decisions or DecisionLog(), access)
 
 
 class UpdateApp:
     """ASGI callable; its lifespan starts and stops the catalog watcher."""
 
-    def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None) -> None:
+    def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
+                 access: AccessPolicy | None = None) -> None:
         self.catalog = catalog
         self.decisions = decisions or DecisionLog()
+        self.access = access or AccessPolicy()
         self._listing_state: CatalogState | None = None
         self._listings: dict[str, bytes | None] = {}
 
@@ -77,6 +84,7 @@ class UpdateApp:
 
     async def shutdown(self) -> None:
         await self.catalog.stop()
+        self.access.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -122,6 +130,8 @@ class UpdateApp:
         project, _, target_name = rest.rstrip("/").partition("/")
         target = state.target(project, target_name) if "/" not in target_name else None
         device = device_facts(scope["headers"])
+        if not await self._admitted(scope, send, "update", device):
+            return
         if target is None:
             await _simple(send, 404, scope["method"])
             self._log(scope, device, 404, "unknown project/target")
@@ -168,6 +178,8 @@ class UpdateApp:
     # -- /_catalog ----------------------------------------------------------------------------
 
     async def _catalog(self, scope: Scope, send: Send, state: CatalogState) -> None:
+        if not await self._admitted(scope, send, "catalog", None):
+            return
         query = _query(scope)
         if query.get("op") != "list":
             await _simple(send, 400, scope["method"])
@@ -200,6 +212,8 @@ class UpdateApp:
     async def _download(self, scope: Scope, send: Send, state: CatalogState, path: str) -> None:
         entry = state.files.get(path[1:])  # exact index lookup: no filesystem mapping
         device = device_facts(scope["headers"])
+        if not await self._admitted(scope, send, "download", device):
+            return
         if entry is None:
             await _simple(send, 404, scope["method"])
             self._log(scope, device, 404, "no such file")
@@ -237,6 +251,21 @@ class UpdateApp:
             headers += [etag_header, (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await _body(scope, send, data)
+
+    # -- access control ---------------------------------------------------------------------------
+
+    async def _admitted(self, scope: Scope, send: Send, route: RouteKind, device: DeviceFacts | None) -> bool:
+        """Credentials and allowlist (issue 4), checked before any lookup so that a stranger cannot
+        learn from 404s which projects or files exist. Answers 401/403/503 itself when refused."""
+        if not self.access.enabled:
+            return True
+        verdict = await self.access.check_async(route, authorization(scope["headers"]),
+                                                device.mac if device else None)
+        if verdict.allowed:
+            return True
+        await _simple(send, verdict.status, scope["method"], extra=verdict.headers)
+        self._log(scope, device, verdict.status, verdict.reason)
+        return False
 
     # -- logging --------------------------------------------------------------------------------
 

@@ -34,6 +34,16 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     """On SIGTERM/SIGINT, running responses get this long to finish."""
 
+    # Access control (issue 4).
+    auth_file: Path | None = None
+    """Credentials file (``acrelease auth add``): HTTP Basic required on update, download, catalog."""
+    allow_file: Path | None = None
+    """MAC allowlist: updates and downloads only for devices on it."""
+    catalog_auth: bool = True
+    """With ``auth_file``: also require credentials for the catalog. AutoConnect's catalog request
+    cannot carry any (its HTTPClient never calls setAuthorization), so ``--open-catalog`` lifts
+    this for the listing only; images still need credentials."""
+
     # Catalog watcher.
     poll_interval: float = 0.25
     """How often index.json's stat is polled (a new publish is served within 1 s)."""
