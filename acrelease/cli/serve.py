@@ -20,6 +20,8 @@ def serve(
     bind: str = typer.Option("0.0.0.0", "--bind", "-b", help="Address to listen on."),
     log: str = typer.Option("INFO", "--log", "-l", help="Log level: DEBUG, INFO, WARNING, ERROR."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
+    max_downloads: int | None = typer.Option(None, "--max-downloads", min=1, help="Concurrent firmware "
+                                             "transfers at most; more get 503 + Retry-After (checks never wait)."),
     auth: Path | None = typer.Option(None, "--auth", help="Credentials file (`acrelease auth add`): "
                                      "HTTP Basic on update, download and catalog."),
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
@@ -32,7 +34,8 @@ def serve(
 
     root = resolve_catalog(catalog) or Path.cwd()
     run_server(ServerSettings(catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers,
-                              auth_file=auth, allow_file=allow, catalog_auth=not open_catalog))
+                              max_downloads=max_downloads, auth_file=auth, allow_file=allow,
+                              catalog_auth=not open_catalog))
 
 
 def register(app: typer.Typer) -> None:

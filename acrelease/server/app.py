@@ -41,6 +41,23 @@ ALLOW = (b"allow", b"GET, HEAD")
 UPDATE_PREFIX = "/update/"
 
 
+class DownloadSlots:
+    """At most ``limit`` firmware transfers at once in this process (``None``: no cap)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> bool:
+        if self.limit is not None and self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
 class DecisionLog:
     """Where the one line per decision goes: by default the ``acrelease.server`` logger at INFO.
 
@@ -63,19 +80,24 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
     if access is None:
         access = AccessPolicy.from_files(settings.auth_file, settings.allow_file,
                                          catalog_auth=settings.catalog_auth)
+    # Each worker process takes its share of the cap (rounded up, so the total is never below it).
+    per_worker = -(-settings.max_downloads // settings.workers) if settings.max_downloads else None
     return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                         recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog(), access)
+                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after)
 
 
 class UpdateApp:
     """ASGI callable; its lifespan starts and stops the catalog watcher."""
 
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
-                 access: AccessPolicy | None = None) -> None:
+                 access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
+                 retry_after: int = 60) -> None:
         self.catalog = catalog
         self.decisions = decisions or DecisionLog()
         self.access = access or AccessPolicy()
+        self.downloads = downloads or DownloadSlots(None)
+        self.retry_after = str(retry_after).encode()
         self._listing_state: CatalogState | None = None
         self._listings: dict[str, bytes | None] = {}
 
@@ -161,10 +183,18 @@ class UpdateApp:
                 await _simple(send, 404, method)
                 self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
                 return
-            if update:
-                await self._send_image(scope, send, device, decision, data)
-            else:
-                await self._send_file(scope, send, device, decision, data)
+            if method != "HEAD" and not self.downloads.take():
+                await _simple(send, 503, method, extra=[(b"retry-after", self.retry_after)])
+                self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight", decision)
+                return
+            try:
+                if update:
+                    await self._send_image(scope, send, device, decision, data)
+                else:
+                    await self._send_file(scope, send, device, decision, data)
+            finally:
+                if method != "HEAD":
+                    self.downloads.release()
             self._log(scope, device, 200, decision.reason, decision)
             return
         self._log(scope, device, decision.status, decision.reason, decision)

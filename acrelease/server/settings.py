@@ -34,6 +34,12 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     """On SIGTERM/SIGINT, running responses get this long to finish."""
 
+    max_downloads: int | None = None
+    """Concurrent firmware transfers at most (all workers together); more get 503 + Retry-After,
+    which the stock clients treat as a failed poll and retry later. Checks are never capped."""
+    retry_after: int = 60
+    """Seconds a refused download is told to wait."""
+
     # Access control (issue 4).
     auth_file: Path | None = None
     """Credentials file (``acrelease auth add``): HTTP Basic required on update, download, catalog."""

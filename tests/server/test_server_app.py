@@ -278,3 +278,41 @@ def test_fuzz_never_500(app: UpdateApp, method: str, path: str, query: bytes,
     body = b"".join(bytes(m.get("body", b"")) for m in messages[1:])  # type: ignore[call-overload]
     if method == "HEAD" or start["status"] == 304:
         assert body == b""
+
+
+async def test_max_downloads_answers_503_and_checks_keep_flowing(built: CatalogBuilder) -> None:
+    """Issue 4: beyond --max-downloads concurrent transfers a download gets 503 + Retry-After;
+    a version check (304, no body) is never held back."""
+    from acrelease.server.app import create_app
+    from acrelease.server.settings import ServerSettings
+
+    app = create_app(ServerSettings(catalog=built.root, max_downloads=1, retry_after=30))
+    app.catalog.load()
+    first_chunk_sent, release = asyncio.Event(), asyncio.Event()
+    messages: list[dict[str, object]] = []
+
+    async def slow_send(message: dict[str, object]) -> None:  # a device that reads slowly
+        messages.append(message)
+        if message["type"] == "http.response.body":
+            first_chunk_sent.set()
+            await release.wait()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def scope(version: str) -> dict[str, object]:
+        headers = [(k.lower().encode(), v.encode()) for k, v in esp8266(version).items()]
+        return {"type": "http", "method": "GET", "path": D1, "query_string": b"", "headers": headers,
+                "client": ("10.0.0.9", 1), "extensions": {}}
+
+    transfer = asyncio.create_task(app(scope("1.0.0"), receive, slow_send))
+    await first_chunk_sent.wait()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ota.test") as client:
+        busy = await client.get(D1, headers=esp8266("1.0.0"))
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "30"
+        assert (await client.get(D1, headers=esp8266("1.1.0"))).status_code == 304
+        release.set()
+        await transfer
+        assert messages[0]["status"] == 200
+        check_image(await client.get(D1, headers=esp8266("1.0.0")), "1.1.0")  # the slot is free again
