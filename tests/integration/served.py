@@ -1,0 +1,105 @@
+"""A real ``acrelease`` update server process for the issue-4 proofs (hostile input, faults, load).
+
+``acrelease serve`` exposes no flag for the front end's limits and timeouts, so the process runs
+``acrelease.server.run.serve(ServerSettings(...))`` itself: the same code path as the CLI, in its
+own process, on 127.0.0.1 and a free port. Its stdout and stderr go to files (a pipe nobody reads
+would fill up under load and stall the server's log writes), so a test can read the log while the
+server runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.integration.devices import Answer, esp8266_request, exchange
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_SERVE = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from acrelease.server.run import ServerSettings, serve\n"
+    "serve(ServerSettings(catalog=Path(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]),"
+    " **json.loads(sys.argv[3])))\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def check(self, path: str = "/update/demo/d1mini", version: str | None = "1.1.0") -> Answer:
+        """One ESP8266 check on a fresh connection (PROTOCOL.md G)."""
+        return exchange(self.port, esp8266_request(self.host, path, version=version))[0]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextmanager
+def serving(catalog: Path, logs: Path, **settings: Any) -> Iterator[Served]:
+    """Run the server on ``catalog`` until the block ends; then SIGTERM it and assert it exited 0
+    without a traceback (a crash anywhere in a test shows up here)."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"server-{port}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log_path, "wb") as err, open(logs / f"server-{port}.out", "wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", _SERVE, str(catalog), str(port), json.dumps(settings)],
+                                   cwd=ROOT, env=env, stdout=out, stderr=err)
+    served = Served(process, port, log_path)
+    try:
+        for _ in range(200):  # bounded wait for the port (at most ~20 s)
+            if process.poll() is not None:
+                raise AssertionError(f"server exited {process.returncode}: {served.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("server did not start listening")
+        yield served
+    finally:
+        code = stop(process)
+    text = served.log()
+    assert "Traceback" not in text, text[-4000:]
+    assert code == 0, f"server exited {code} (negative = killed by that signal): {text[-2000:]}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return -9
