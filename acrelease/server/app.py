@@ -20,9 +20,10 @@ from urllib.parse import parse_qsl
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
-from acrelease.server import httpcache, listing
+from acrelease.server import decisions, httpcache, listing
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
 from acrelease.server.catalog import Catalog, CatalogState
+from acrelease.server.decisions import DecisionLog
 from acrelease.server.device import device_facts
 from acrelease.server.settings import ServerSettings
 
@@ -56,20 +57,6 @@ class DownloadSlots:
 
     def release(self) -> None:
         self.active -= 1
-
-
-class DecisionLog:
-    """Where the one line per decision goes: by default the ``acrelease.server`` logger at INFO.
-
-    ``serve`` passes a faster writer (``run.BatchedLog``) that skips building a LogRecord per
-    request, which costs a fleet's check rate more than everything else the app does.
-    """
-
-    def enabled(self) -> bool:
-        return log.isEnabledFor(logging.INFO)
-
-    def write(self, line: str) -> None:
-        log.info("%s", line)
 
 
 def create_app(settings: ServerSettings, catalog: Catalog | None = None,
@@ -301,22 +288,11 @@ class UpdateApp:
 
     def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str,
              decision: Decision | None = None) -> None:
-        """One line per decision: MAC (or -), source, method, path, status, reason (H.5, H.7).
-        Details are formatted here, only when the log is on, never on the policy's hot path."""
-        if not self.decisions.enabled():
-            return
-        client = scope.get("client")
-        query = scope.get("query_string", b"")
-        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        if device is not None and device.arch is not None:
-            reason += f" (device {device.arch} {device.mode or '-'} version {device.version_text or '-'}"
-            if isinstance(decision, Offer | Announce):
-                reason += f", serving {decision.release.version} {decision.artifact.name}"
-            reason += ")"
-        if len(target) > 200 or not (target.isascii() and target.isprintable()):
-            target = ascii(target[:200])[1:-1]  # never a control character into the log
-        self.decisions.write(f"{(device.mac if device else None) or '-'} {client[0] if client else '-'} "
-                             f"{scope['method']} {target} -> {status} {reason}")
+        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path."""
+        if self.decisions.enabled():
+            self.decisions.write(decisions.Decision(scope.get("client"), scope["method"], scope["path"],
+                                                    scope.get("query_string", b""), device, status, reason,
+                                                    decision))
 
 
 def _image_headers(offer: Offer, device: DeviceFacts, size: int) -> Headers:

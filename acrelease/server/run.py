@@ -23,10 +23,12 @@ from urllib.parse import urlsplit
 
 from acrelease import chips
 from acrelease.errors import ServeError
-from acrelease.server.app import DecisionLog, create_app
+from acrelease.server import logs
+from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
-from acrelease.server.http1 import serve_socket
+from acrelease.server.decisions import DecisionLog
 from acrelease.server.settings import ServerSettings
+from acrelease.server.worker import serve_socket
 
 __all__ = ["ServerSettings", "bind", "print_urls", "serve"]
 
@@ -42,7 +44,7 @@ def serve(settings: ServerSettings) -> None:
                          "(`acrelease publish --catalog DIR`) or pass the right --catalog")
     if settings.workers < 1:
         raise ServeError(f"--workers {settings.workers}: must be at least 1")
-    decisions = _configure_logging(settings.log_level)
+    decisions = logs.configure_logging(settings.log_level)
     sock = bind(settings.host, settings.port)  # first: a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
@@ -112,113 +114,6 @@ def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
     return socket.gethostname(), port
 
 
-class _BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Log lines go out in batches: flushed every FLUSH_INTERVAL by each worker (and at once
-    from WARNING up), so a fleet's checks do not each pay a write system call.
-
-    ``pending`` holds decision lines appended by the event loop (``BatchedLog``); they are
-    written ahead of any record, so the order of lines is kept."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self.pending: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._drain()
-            self.stream.write(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING:
-                self.stream.flush()
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        with self.lock or contextlib.nullcontext():
-            self._drain()
-            super().flush()
-
-    def _drain(self) -> None:
-        if self.pending:
-            lines, self.pending = self.pending, []  # list appends are atomic; swap, then write
-            self.stream.write("".join(lines))
-
-
-FLUSH_INTERVAL = 0.25
-
-
-class _Formatter(logging.Formatter):
-    """``asctime`` rendered once per second: ``time.localtime`` makes glibc stat
-    /etc/localtime on every call."""
-
-    _second = -1
-    _text = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self.stamp(record.created)
-
-    def stamp(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:
-            self._second, self._text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._text},{int((created - second) * 1000):03d}"
-
-
-class BatchedLog(DecisionLog):
-    """Decision lines written straight into the batched handler's stream, formatted like the
-    other log lines, without a LogRecord each (measured: a LogRecord per check cost about a
-    third of the check rate)."""
-
-    def __init__(self, handler: _BatchedHandler, formatter: _Formatter) -> None:
-        self.handler = handler
-        self.formatter = formatter
-        self.on = logging.getLogger("acrelease.server").isEnabledFor(logging.INFO)
-
-    def enabled(self) -> bool:
-        return self.on
-
-    def write(self, line: str) -> None:
-        pending = self.handler.pending
-        pending.append(f"{self.formatter.stamp(time.time())} INFO {line}\n")
-        if len(pending) >= 64:  # small batches: no large strings for malloc to map and unmap
-            self.handler.flush()
-
-
-def _configure_logging(level: str) -> DecisionLog:
-    """Set the ``acrelease`` log level and, unless the embedding program configured logging,
-    a batched stderr handler; returns where the app writes its decision lines."""
-    logger = logging.getLogger("acrelease")
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise ServeError(f"--log {level}: not a logging level (DEBUG, INFO, WARNING, ERROR)")
-    logger.setLevel(numeric)
-    # The server process logs a lot: skip what the records would collect and nobody prints
-    # (the logging docs' "Optimization" section).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    if logger.handlers or logging.getLogger().handlers:
-        return DecisionLog()
-    stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8",  # noqa: SIM115
-                  errors="backslashreplace", closefd=False)
-    handler = _BatchedHandler(stream)
-    formatter = _Formatter("%(asctime)s %(levelname)s %(message)s")
-    handler.setFormatter(formatter)
-    logger.addHandler(handler)
-    return BatchedLog(handler, formatter)
-
-
-def _flush_logs() -> None:
-    for handler in logging.getLogger("acrelease").handlers:
-        handler.flush()
-
-
-async def _flush_logs_periodically() -> None:
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL)
-        _flush_logs()
-
-
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
@@ -237,12 +132,12 @@ def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket, dec
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        flusher = loop.create_task(_flush_logs_periodically())
+        flusher = loop.create_task(logs.flush_logs_periodically())
         try:
             await serve_socket(app, settings, sock, stop)
         finally:
             flusher.cancel()
-            _flush_logs()
+            logs.flush_logs()
 
     _run(main)
 
@@ -255,7 +150,7 @@ def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket, de
     children: dict[int, float] = {}
 
     def spawn() -> None:
-        _flush_logs()  # nothing buffered may be written twice
+        logs.flush_logs()  # nothing buffered may be written twice
         pid = os.fork()
         if pid == 0:  # child
             signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from acrelease.server.app import create_app
 from acrelease.server.h1parse import HeadError, Request, parse_head
-from acrelease.server.http1 import serve_socket
 from acrelease.server.run import bind
 from acrelease.server.settings import ServerSettings
+from acrelease.server.worker import serve_socket
 from tests.factories.catalog import CatalogBuilder, demo_catalog, image_for
 
 ESP8266_HEAD = (
