@@ -5,10 +5,15 @@
 * Each named file is verified once, off the event loop: a regular file whose real path lies
   under the catalog root's real path (a symlink out is refused), whose size, SHA-256 and MD5
   equal the index. A file that fails is logged loudly and answered 404 (issue 4).
-* Verified files are kept as read-only ``mmap`` views: the page cache is shared by all requests
-  and all workers, so memory stays flat in the number of clients and the image size.
+* Each verified file is held as one private, read-only copy of the bytes that were hashed, shared
+  by all requests (memory is flat in the number of clients) and, for the catalog loaded before
+  ``--workers`` fork, by all workers (copy-on-write pages that nobody writes). Not an ``mmap``
+  of the file: a file truncated behind the server's back would SIGBUS the worker mid-send, and
+  one rewritten in place would reach devices under the old ``x-MD5``. The cost is memory in the
+  size of the published catalog (every artifact the index names, once per worker for files
+  published after the fork).
 * Verification results are cached by (path, sha256, size, mtime, inode), so a reload does not
-  re-hash unchanged files.
+  re-read or re-hash unchanged files.
 * A watcher polls ``index.json``'s stat every ``poll_interval`` and swaps in a new
   :class:`CatalogState` in one assignment (no torn read, no restart). A broken index keeps the
   previous good state. Every ``recheck_interval`` served files are re-stat'ed, so a file
@@ -21,7 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import mmap
 import os
 import stat
 import time
@@ -58,7 +62,7 @@ class Entry:
 class Verified:
     key: FileKey
     data: memoryview
-    """Read-only view of the whole file (an mmap)."""
+    """Read-only view of the verified bytes of the whole file."""
 
 
 @dataclass(frozen=True)
@@ -178,18 +182,22 @@ class Catalog:
             cached = self._verified.get(key)
             if cached is not None:
                 return cached, ""
-            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            return None, f"cannot map ({exc})"
+            # A private copy, not an mmap of the file: a file truncated behind our back would
+            # kill the process with SIGBUS in the middle of a send, and one rewritten in place
+            # would reach devices under the old x-MD5. What is served is exactly what was hashed.
+            with open(fd, "rb", closefd=False) as handle:
+                data = handle.read(artifact.size + 1)
+        except OSError as exc:
+            return None, f"cannot read ({exc.strerror})"
         finally:
             os.close(fd)
-        if hashlib.sha256(mapped).hexdigest() != artifact.sha256:
-            mapped.close()
+        if len(data) != artifact.size:
+            return None, f"size {len(data)} differs from the index ({artifact.size})"
+        if hashlib.sha256(data).hexdigest() != artifact.sha256:
             return None, "SHA-256 differs from the index"
-        if hashlib.md5(mapped).hexdigest() != artifact.md5:
-            mapped.close()
+        if hashlib.md5(data).hexdigest() != artifact.md5:
             return None, "MD5 differs from the index"
-        return Verified(key, memoryview(mapped)), ""
+        return Verified(key, memoryview(data)), ""
 
     # -- asynchronous watcher -----------------------------------------------------------------
 
