@@ -22,6 +22,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
     max_downloads: int | None = typer.Option(None, "--max-downloads", min=1, help="Concurrent firmware "
                                              "transfers at most; more get 503 + Retry-After (checks never wait)."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     auth: Path | None = typer.Option(None, "--auth", help="Credentials file (`acrelease auth add`): "
                                      "HTTP Basic on update, download and catalog."),
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
@@ -33,9 +35,9 @@ def serve(
     from acrelease.server.run import serve as run_server
 
     root = resolve_catalog(catalog) or Path.cwd()
-    run_server(ServerSettings(catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers,
-                              max_downloads=max_downloads, auth_file=auth, allow_file=allow,
-                              catalog_auth=not open_catalog))
+    run_server(ServerSettings(
+        catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers, max_downloads=max_downloads,
+        tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog))
 
 
 def register(app: typer.Typer) -> None:

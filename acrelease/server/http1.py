@@ -72,6 +72,7 @@ class ServerState:
         self.loop = asyncio.get_running_loop()
         self.connections: set[HTTP1Protocol] = set()
         self.stopping = False
+        self.scheme = "https" if settings.tls_cert else "http"
         shortest = min(settings.head_timeout, settings.keep_alive_timeout, settings.send_timeout)
         self.sweep_interval = max(0.01, min(0.5, shortest / 5))
         """Timeouts fire at most this late."""
@@ -217,7 +218,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.keep_alive = request.keep_alive and not self.state.stopping
         scope: dict[str, Any] = {
             "type": "http", "asgi": _ASGI_VERSION,
-            "http_version": request.http_version, "method": request.method, "scheme": "http",
+            "http_version": request.http_version, "method": request.method, "scheme": self.state.scheme,
             "path": request.path, "raw_path": request.raw_path, "query_string": request.query,
             "root_path": "", "headers": request.headers, "client": self.client, "server": self.server,
             "extensions": _EXTENSIONS,
@@ -386,6 +387,11 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None
             if waiting_on is None:
                 await asyncio.sleep(0)  # a bare yield: just let the loop run once
             else:
+                # The coroutine's own `await fut` left fut's blocking flag set; a Task clears it
+                # before waiting (Task.__step), else awaiting fut again here is refused with
+                # "await wasn't used with future" whenever fut is still pending.
+                if getattr(waiting_on, "_asyncio_future_blocking", False):
+                    waiting_on._asyncio_future_blocking = False
                 await waiting_on
         except BaseException as exc:  # includes cancellation: delivered into the coroutine
             try:

@@ -14,20 +14,24 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from acrelease import chips
+from acrelease.access import AccessPolicy
 from acrelease.errors import ServeError
 from acrelease.server import logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.settings import ServerSettings
+from acrelease.server.tls import server_context, sha1_fingerprint
 from acrelease.server.worker import serve_socket
 
 __all__ = ["ServerSettings", "bind", "print_urls", "serve"]
@@ -44,16 +48,20 @@ def serve(settings: ServerSettings) -> None:
                          "(`acrelease publish --catalog DIR`) or pass the right --catalog")
     if settings.workers < 1:
         raise ServeError(f"--workers {settings.workers}: must be at least 1")
+    # Files are read once here, before forking: a bad one is one line at start-up, not a dead worker.
+    tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
     decisions = logs.configure_logging(settings.log_level)
-    sock = bind(settings.host, settings.port)  # first: a busy port is one line, nothing else
+    sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     catalog.load()
     print_urls(settings, catalog.state, sock.getsockname()[1])
+    shared = _Shared(catalog, sock, decisions, access, tls)
     if settings.workers == 1:
-        _worker(settings, catalog, sock, decisions)
+        _worker(settings, shared)
     else:
-        _prefork(settings, catalog, sock, decisions)
+        _prefork(settings, shared)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -79,11 +87,15 @@ def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: Te
     """Tell the operator what to put into sketches (issue 2: README set-up prints these)."""
     out = out or sys.stdout
     host, port = _public_host(settings, port)
-    base = f"http://{host}:{port}"
+    scheme = "https" if settings.tls_cert else "http"
+    base = f"{scheme}://{host}:{port}"
     workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
     print(f"acrelease serve: catalog {settings.catalog} (generation {state.index.generation}, "
           f"{len(state.blobs)} files served)", file=out)
-    print(f"listening on http://{settings.host}:{port} ({workers}); devices reach it as {base}", file=out)
+    print(f"listening on {scheme}://{settings.host}:{port} ({workers}); devices reach it as {base}", file=out)
+    if settings.tls_cert:
+        print(f'TLS: ESP8266 client.setFingerprint("{sha1_fingerprint(settings.tls_cert)}"); '
+              "ESP32 client.setCACert(<your CA's PEM>)", file=out)
     for (project, name), target in sorted(state.index.targets.items()):
         newest = next((str(r.version) for r in target.releases if not r.yanked), "nothing published")
         print(f"\n{project}/{name} ({target.chip}, newest {newest})", file=out)
@@ -124,8 +136,19 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket, decisions: DecisionLog) -> None:
-    app = create_app(settings, catalog, decisions)
+@dataclass(frozen=True)
+class _Shared:
+    """What ``serve`` prepares once and every worker process inherits."""
+
+    catalog: Catalog
+    sock: socket.socket
+    decisions: DecisionLog
+    access: AccessPolicy
+    tls: ssl.SSLContext | None
+
+
+def _worker(settings: ServerSettings, shared: _Shared) -> None:
+    app = create_app(settings, shared.catalog, shared.decisions, shared.access)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -134,7 +157,7 @@ def _worker(settings: ServerSettings, catalog: Catalog, sock: socket.socket, dec
             loop.add_signal_handler(signum, stop.set)
         flusher = loop.create_task(logs.flush_logs_periodically())
         try:
-            await serve_socket(app, settings, sock, stop)
+            await serve_socket(app, settings, shared.sock, stop, shared.tls)
         finally:
             flusher.cancel()
             logs.flush_logs()
@@ -146,7 +169,7 @@ class _Stop(Exception):
     pass
 
 
-def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket, decisions: DecisionLog) -> None:
+def _prefork(settings: ServerSettings, shared: _Shared) -> None:
     children: dict[int, float] = {}
 
     def spawn() -> None:
@@ -157,7 +180,7 @@ def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket, de
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                _worker(settings, catalog, sock, decisions)
+                _worker(settings, shared)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
@@ -192,4 +215,4 @@ def _prefork(settings: ServerSettings, catalog: Catalog, sock: socket.socket, de
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
     finally:
-        sock.close()
+        shared.sock.close()

@@ -40,6 +40,11 @@ class ServerSettings:
     retry_after: int = 60
     """Seconds a refused download is told to wait."""
 
+    tls_cert: Path | None = None
+    """PEM certificate (chain): serve HTTPS instead of HTTP."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (omit if the certificate file holds it)."""
+
     # Access control (issue 4).
     auth_file: Path | None = None
     """Credentials file (``acrelease auth add``): HTTP Basic required on update, download, catalog."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import Any
 
 from acrelease.server.asgi import ASGIApp, Message
@@ -56,7 +57,8 @@ class Lifespan:
         await self.outbox.put(message)
 
 
-async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: asyncio.Event) -> None:
+async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: asyncio.Event,
+                       tls: ssl.SSLContext | None = None) -> None:
     """Serve ``app`` on the listening socket ``sock`` until ``stop`` is set, then shut down
     gracefully: stop accepting, close idle connections, let answers in flight finish for up to
     ``settings.shutdown_grace`` seconds, abort the rest, run the lifespan shutdown."""
@@ -64,7 +66,8 @@ async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: 
     lifespan = Lifespan(app)
     await lifespan.startup()
     state = ServerState(app, settings, address_of(sock.getsockname()))
-    server = await loop.create_server(lambda: HTTP1Protocol(state), sock=sock, backlog=4096)
+    server = await loop.create_server(lambda: HTTP1Protocol(state), sock=sock, backlog=4096, ssl=tls,
+                                      ssl_handshake_timeout=settings.head_timeout if tls else None)
     sweeper = loop.create_task(state.sweep())
     try:
         await stop.wait()
