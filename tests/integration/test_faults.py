@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from tests.integration.served import Served, serving
 D1MINI = "/update/demo/d1mini"
 
 
-def wait_for(predicate, *, seconds: float = 10.0, step: float = 0.05) -> float:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], *, seconds: float = 10.0, step: float = 0.05) -> float:
     """Poll ``predicate`` (bounded); returns how long it took, fails the test on timeout."""
     started = time.monotonic()
     while not predicate():
@@ -178,7 +179,12 @@ def test_corrupted_index_keeps_the_previous_state_and_logs_it(tmp_path: Path) ->
                 handle.write(broken)
                 handle.truncate()
             before = served.log().count("still serving generation 1")
-            wait_for(lambda before=before: served.log().count("still serving generation 1") > before)
+
+            def logged(before: int = before) -> bool:
+                """the broken index is logged at ERROR"""
+                return served.log().count("still serving generation 1") > before
+
+            wait_for(logged)
             # Still the previous state: 304 for the current version, the image for an old one.
             assert served.check(version="1.1.0").status == 304
             answer = served.check(version="1.0.0")

@@ -187,3 +187,47 @@ def test_a_slow_reader_gets_the_whole_image(tmp_path: Path) -> None:
             answer = read_answer(conn)
         check_update(answer)
         assert answer.body == large
+
+
+def test_max_downloads_caps_transfers_while_checks_flow(tmp_path: Path) -> None:
+    """max_downloads 4: four devices hold their 8 MiB transfers open (reading nothing yet); the
+    next sixteen get 503 with Retry-After at once, version checks keep getting 304, and once the
+    four have read their images whole a new download is served again."""
+    built = CatalogBuilder(tmp_path / "catalog")
+    built.add("demo", "d1mini", "esp8266", "1.0.0")
+    large = esp8266_image("1.1.0", extra=bytes(range(256)) * (32 << 10), patch_crc=False)  # see above
+    built.add("demo", "d1mini", "esp8266", "1.1.0", large)
+    built.write()
+    with serving(built.root, tmp_path / "logs", max_downloads=4, retry_after=30) as served:
+        download = esp8266_request(served.host, D1MINI, version="1.0.0").replace(
+            b"x-ESP8266-free-space: 4194304", b"x-ESP8266-free-space: 16777216")
+        holders = []
+        try:
+            for _ in range(4):
+                conn = socket.create_connection(("127.0.0.1", served.port), timeout=15)
+                conn.sendall(download)
+                holders.append(conn)
+            time.sleep(0.3)  # the four transfers have started and fill their buffers
+            refused = []
+            for _ in range(16):
+                with socket.create_connection(("127.0.0.1", served.port), timeout=15) as conn:
+                    conn.sendall(download)
+                    refused.append(read_answer(conn))
+            assert [a.status for a in refused] == [503] * 16
+            assert all(a.header("Retry-After") == ["30"] for a in refused)
+            for _ in range(20):  # checks are never capped
+                with socket.create_connection(("127.0.0.1", served.port), timeout=15) as conn:
+                    conn.sendall(esp8266_request(served.host, D1MINI, version="1.1.0"))
+                    assert read_answer(conn).status == 304
+            for conn in holders:
+                answer = read_answer(conn)
+                check_update(answer)
+                assert answer.body == large
+        finally:
+            for conn in holders:
+                conn.close()
+        time.sleep(0.2)  # the slots are released when the transfers end
+        with socket.create_connection(("127.0.0.1", served.port), timeout=15) as conn:
+            conn.sendall(download)
+            answer = read_answer(conn)
+        check_update(answer)
