@@ -1,5 +1,5 @@
 """Issue 4, "Faults, with nothing lost": a real ``acrelease`` server process while the catalog
-changes under it: publishes during 200 concurrent downloads (the real ``publish`` code path), an
+changes under it: publishes during 200 concurrent downloads (``acrelease publish``, its own process), an
 index corrupted by hand, files deleted, truncated or overwritten behind the server's back.
 
 The invariant checked everywhere: every complete 200 carries a body whose MD5 is its ``x-MD5``
@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from acrelease.versioning import parse_release_version
 from tests.factories.catalog import CatalogBuilder, demo_catalog, image_for
 from tests.factories.images import esp8266_image
 from tests.integration.devices import check_no_update, check_update, esp8266_request, exchange, read_answer
-from tests.integration.served import Served, serving
+from tests.integration.served import ROOT, Served, serving
 
 D1MINI = "/update/demo/d1mini"
 
@@ -120,18 +121,24 @@ def test_publish_while_200_devices_download(tmp_path: Path) -> None:
                 except OSError as exc:
                     failures.append(repr(exc))
 
-        def publish(version: str) -> None:
-            store.publish(manifest.load(project), catalog, [parse_release_version(version)])
+        async def publish(version: str) -> None:
+            """`acrelease publish VERSION` as the operator runs it, in its own process."""
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "acrelease", "publish", version, "--catalog", str(catalog),
+                "--manifest", str(project), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await process.communicate()
+            assert process.returncode == 0 and f"Published demo/d1mini {version}" in out.decode(), (out, err)
 
         async def scenario() -> None:
             stop = asyncio.Event()
             devices = [asyncio.create_task(device(stop)) for _ in range(200)]
             while len(downloads) < 200:  # every device is downloading
                 await asyncio.sleep(0.01)
-            await asyncio.to_thread(publish, "1.1.0")
+            await publish("1.1.0")
             timeline["1.1.0"] = len(downloads)
             await asyncio.sleep(0.3)
-            await asyncio.to_thread(publish, "1.2.0")
+            await publish("1.2.0")
             published = time.monotonic()
             timeline["1.2.0"] = len(downloads)
             while True:  # a new device gets the new version (the watcher polls every 0.25 s)
