@@ -12,6 +12,8 @@ import typer
 
 from acrelease.cli.common import resolve_catalog
 
+LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
+
 
 def serve(
     catalog: Path | None = typer.Option(None, "--catalog", "-d",
@@ -22,6 +24,16 @@ def serve(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
     max_downloads: int | None = typer.Option(None, "--max-downloads", min=1, help="Concurrent firmware "
                                              "transfers at most; more get 503 + Retry-After (checks never wait)."),
+    head_timeout: float = typer.Option(10.0, "--head-timeout", min=0.1, rich_help_panel=LIMITS,
+                                       help="Seconds a client has to send its request head (then 408)."),
+    idle_timeout: float = typer.Option(15.0, "--idle-timeout", min=0.1, rich_help_panel=LIMITS,
+                                       help="Seconds an idle HTTP/1.1 keep-alive connection is kept."),
+    max_target: int = typer.Option(8192, "--max-target", min=64, rich_help_panel=LIMITS,
+                                   help="Longest request-target in bytes (then 414)."),
+    max_header_bytes: int = typer.Option(16384, "--max-header-bytes", min=1024, rich_help_panel=LIMITS,
+                                         help="Largest request head in bytes (then 431)."),
+    max_header_lines: int = typer.Option(100, "--max-header-lines", min=8, rich_help_panel=LIMITS,
+                                         help="Most header lines (then 431)."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     auth: Path | None = typer.Option(None, "--auth", help="Credentials file (`acrelease auth add`): "
@@ -37,7 +49,9 @@ def serve(
     root = resolve_catalog(catalog) or Path.cwd()
     run_server(ServerSettings(
         catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers, max_downloads=max_downloads,
-        tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog))
+        tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog,
+        head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
+        max_header_bytes=max_header_bytes, max_header_lines=max_header_lines))
 
 
 def register(app: typer.Typer) -> None:
