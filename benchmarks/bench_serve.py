@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -44,7 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.factories.catalog import CatalogBuilder  # noqa: E402  (after the path set-up)
+from acrelease.access import add_user  # noqa: E402  (after the path set-up)
+from tests.factories.catalog import CatalogBuilder  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 CHECK_PATH = "/update/demo/d1mini"
@@ -170,8 +172,9 @@ def server_commands(catalog: Path, port: int, workdir: Path, name: str) -> tuple
     if name.startswith("acrelease"):
         # The default (INFO) logs one line per decision, as `acrelease serve` does out of the box.
         level = "WARNING" if name == "acrelease-quiet" else "INFO"
+        auth = ["--auth", str(credentials_file(workdir))] if name == "acrelease-auth" else []
         return [sys.executable, "-m", "acrelease", "serve", "--catalog", str(catalog), "--port", str(port),
-                "--bind", "127.0.0.1", "--log", level], env
+                "--bind", "127.0.0.1", "--log", level, *auth], env
     if name == "granian":
         return [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
                 "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level", "warning",
@@ -181,6 +184,18 @@ def server_commands(catalog: Path, port: int, workdir: Path, name: str) -> tuple
                 "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                 "--no-access-log", "--log-level", "warning", "--lifespan", "on"], env
     raise ValueError(name)
+
+
+AUTH_USER, AUTH_PASSWORD = "fleet", "bench-password"
+AUTHORIZATION = "Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+
+
+def credentials_file(workdir: Path) -> Path:
+    """The credentials of the ``acrelease-auth`` variant (the slow hash, as a fleet would use)."""
+    path = workdir / "devices.auth"
+    if not path.exists():
+        add_user(path, AUTH_USER, AUTH_PASSWORD)
+    return path
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,7 +226,9 @@ def children(pid: int) -> list[int]:
 def wrk(url: str, concurrency: int, duration: int, esp_headers: bool = True) -> dict[str, float]:
     command = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency"]
     if esp_headers:
-        for name, value in [*ESP8266_HEADERS, ("x-ESP8266-version", version_for(url))]:
+        # Every server gets the same credentials (nginx ignores them): only acrelease-auth checks them.
+        for name, value in [*ESP8266_HEADERS, ("x-ESP8266-version", version_for(url)),
+                            ("Authorization", AUTHORIZATION)]:
             command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, timeout=duration + 60).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -304,6 +321,8 @@ def main() -> None:
     parser.add_argument("--others", action="store_true", help="also granian and uvicorn (for the record)")
     parser.add_argument("--quiet", action="store_true",
                         help="also acrelease with --log WARNING (no decision lines); the goals use the default")
+    parser.add_argument("--auth", action="store_true",
+                        help="also acrelease with --auth (HTTP Basic checked on every request)")
     parser.add_argument("--scenarios", default="check,download", help="comma-separated: check, download")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS measurement")
     args = parser.parse_args()
@@ -311,6 +330,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install -y wrk nginx util-linux")
     servers = ["nginx", "acrelease"] + (["acrelease-quiet"] if args.quiet else []) + (
+        ["acrelease-auth"] if args.auth else []) + (
         ["granian", "uvicorn"] if args.others else [])
     report = Report(date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     command=" ".join([Path(sys.executable).name, *sys.argv]),
@@ -387,6 +407,11 @@ def summarize(report: Report, servers: list[str]) -> dict[str, Any]:
         "check p99 at c=200 <= 2x nginx": summary.get("acrelease check c=200 p99 ratio", 99) <= 2.0,
         "RSS < 150 MiB with 200 downloads of 16 MiB": report.rss.get("peak_mib", 1e9) < 150,
     }
+    if "acrelease-auth" in servers:
+        with_auth = pick("acrelease-auth", "check", concurrencies[0], "requests_per_s")
+        without = pick("acrelease", "check", concurrencies[0], "requests_per_s")
+        summary[f"acrelease-auth/acrelease check c={concurrencies[0]} rate ratio"] = round(with_auth / without, 3)
+        goals[f"checks with --auth >= 0.8x without (c={concurrencies[0]})"] = with_auth / without >= 0.8
     summary["goals"] = goals
     return summary
 
