@@ -101,6 +101,7 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
     ("[project\nname=1", "not valid TOML"),
     ("", r"missing \[project\] table"),
     ("[project]\nname = 5\n", "project.name: expected a string, got int"),
+    ("[project]\nname = 'update'\n", 'project.name: "update" is reserved'),
     ("[project]\nname='a'\nversion_define='not valid'\n", 'project.version_define: "not valid" is not a C identifier'),
 ])
 def test_broken_manifests_get_one_clear_line(tmp_path: Path, text: str, fragment: str) -> None:
@@ -122,3 +123,5 @@ def test_init_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
         manifest.init_manifest(path, "demo", [Target("a", None)])
     with pytest.raises(ManifestError, match="not valid"):
         manifest.init_manifest(tmp_path / "other.toml", "../x", [Target("a b", None)])
+    with pytest.raises(ManifestError, match='"update" is reserved'):
+        manifest.init_manifest(tmp_path / "other.toml", "update", [Target("a", None)])

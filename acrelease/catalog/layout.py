@@ -17,9 +17,18 @@ FIRMWARE_SUFFIX = {"plain": ".bin", "gzip": ".bin.gz", "signed": ".bin.signed", 
 FILESYSTEM_SUFFIX = ".fs.bin"
 
 
+RESERVED_PROJECTS = frozenset({"update"})
+"""First path segments the server routes itself (``/update/...``); ``_catalog`` cannot be a name anyway."""
+
+
 def valid_name(name: str) -> bool:
     """Project and target names: safe as one path component and in a URL without escaping."""
     return bool(NAME_RE.fullmatch(name)) and name not in (".", "..")
+
+
+def valid_project(name: str) -> bool:
+    """A project name must also not shadow a server route: ``/update/<file>`` would never download."""
+    return valid_name(name) and name.lower() not in RESERVED_PROJECTS
 
 
 def target_dir(project: str, target: str) -> str:

@@ -73,6 +73,8 @@ def init_manifest(path: Path, project: str, targets: Sequence[Target], *, overwr
     problems = []
     if not layout.valid_name(project):
         problems.append(f'project name "{project}" is not valid ({layout.NAME_RULE})')
+    elif not layout.valid_project(project):
+        problems.append(f'project name "{project}" is reserved: the server routes /{project}/...')
     names = [t.name for t in targets]
     problems += [f'target name "{n}" is not valid ({layout.NAME_RULE})' for n in names if not layout.valid_name(n)]
     problems += [f'target "{n}" is given twice' for n in sorted({n for n in names if names.count(n) > 1})]

@@ -81,6 +81,10 @@ def _parse(doc: dict[str, Any], path: Path, problems: _Problems, verify_files: b
     project_doc = doc.get("project")
     if isinstance(project_doc, dict):
         project = _name(project_doc.get("name"), "project.name", problems) or ""
+        if project and not layout.valid_project(project):
+            problems.add("project.name", f'"{project}" is reserved: the server routes /{project}/...; '
+                                         "choose another project name")
+            project = ""
     else:
         problems.add("project", "missing [project] table with a name")
         project_doc, project = {}, ""
