@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,22 +76,51 @@ def serving(catalog: Path, logs: Path, **settings: Any) -> Iterator[Served]:
                                    cwd=ROOT, env=env, stdout=out, stderr=err)
     served = Served(process, port, log_path)
     try:
-        for _ in range(200):  # bounded wait for the port (at most ~20 s)
-            if process.poll() is not None:
-                raise AssertionError(f"server exited {process.returncode}: {served.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start listening")
+        wait_listening(process, port, served.log)
         yield served
     finally:
         code = stop(process)
     text = served.log()
     assert "Traceback" not in text, text[-4000:]
     assert code == 0, f"server exited {code} (negative = killed by that signal): {text[-2000:]}"
+
+
+def wait_listening(process: subprocess.Popen[Any], port: int, log: Callable[[], str] = str) -> None:
+    """Return once ``process`` accepts connections on ``port`` (bounded: about 20 s)."""
+    for _ in range(200):
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {log()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not start listening")
+
+
+def start_cli(catalog: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    """``acrelease serve`` itself, as a user runs it, on 127.0.0.1 and a free port."""
+    port = free_port()
+    command = [sys.executable, "-m", "acrelease", "serve", "--catalog", str(catalog), "--port", str(port),
+               "--bind", "127.0.0.1", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_listening(process, port, lambda: "".join(process.communicate()))
+    return process, port
+
+
+def stop_cli(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """SIGTERM (a graceful stop), then the exit code and everything the server printed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        out, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return process.returncode, out, err
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,15 +26,9 @@ from tests.integration.devices import (
     parse_catalog_like_autoconnect,
     read_answer,
 )
+from tests.integration.served import start_cli, stop_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -49,46 +42,16 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
 
-def start(catalog: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    command = [sys.executable, "-m", "acrelease", "serve", "--catalog", str(catalog), "--port", str(port),
-               "--bind", "127.0.0.1", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    for _ in range(200):  # bounded wait for the port (at most ~20 s)
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.communicate()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not start listening")
-
-
-def stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        out, err = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-    return process.returncode, out, err
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     built = demo_catalog(tmp_path / "catalog")
     built.add("demo", "gz", "esp8266", "1.0.0", gzip_image(esp8266_image("1.0.0")))
     built.write()
-    process, port = start(built.root)
+    process, port = start_cli(built.root)
     try:
         yield Server(process, port, built)
     finally:
-        stop(process)
+        stop_cli(process)
 
 
 def test_esp8266_byte_for_byte(server: Server) -> None:
@@ -169,9 +132,9 @@ def test_traversal_is_404(server: Server, target: str) -> None:
 
 def test_sigterm_stops_cleanly_and_logs_decisions(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "c")
-    process, port = start(built.root)
+    process, port = start_cli(built.root)
     exchange(port, esp8266_request(f"127.0.0.1:{port}", "/update/demo/d1mini", version="1.1.0"))
-    code, out, err = stop(process)
+    code, out, err = stop_cli(process)
     assert code == 0
     assert f"127.0.0.1:{port}/update/demo/d1mini" in out  # the URLs a device would use
     assert 'update.uri = "demo/d1mini"' in out
@@ -183,13 +146,13 @@ def test_sigterm_stops_cleanly_and_logs_decisions(tmp_path: Path) -> None:
 
 def test_workers(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "c")
-    process, port = start(built.root, "--workers", "2")
+    process, port = start_cli(built.root, "--workers", "2")
     try:
         for _ in range(10):
             check_update(exchange(port, esp8266_request(f"127.0.0.1:{port}", "/update/demo/d1mini",
                                                         version="1.0.0"))[0])
     finally:
-        code, _, err = stop(process)
+        code, _, err = stop_cli(process)
     assert code == 0 and "Traceback" not in err
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from tests.factories.catalog import demo_catalog
 from tests.integration.devices import esp8266_request, read_answer
-from tests.integration.test_integration_devices import start, stop
+from tests.integration.served import start_cli, stop_cli
 
 
 def test_limit_flags_reach_the_server(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "catalog")
-    process, port = start(built.root, "--head-timeout", "1", "--max-target", "100", "--max-header-lines", "12",
+    process, port = start_cli(built.root, "--head-timeout", "1", "--max-target", "100", "--max-header-lines", "12",
                           "--max-downloads", "3")
     host = f"127.0.0.1:{port}"
     try:
@@ -25,5 +25,5 @@ def test_limit_flags_reach_the_server(tmp_path: Path) -> None:
             conn.sendall(esp8266_request(host, "/update/demo/d1mini", version="1.1.0"))  # 14 header lines
             assert read_answer(conn).status == 431
     finally:
-        code, _, err = stop(process)
+        code, _, err = stop_cli(process)
     assert code == 0 and "Traceback" not in err

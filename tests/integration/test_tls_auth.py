@@ -15,7 +15,7 @@ import pytest
 from acrelease.access import add_user
 from tests.factories.catalog import demo_catalog
 from tests.integration.devices import check_update, esp8266_request, read_answer
-from tests.integration.test_integration_devices import start, stop
+from tests.integration.served import start_cli, stop_cli
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_https_device_update_and_fingerprint(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
     built = demo_catalog(tmp_path / "catalog")
-    process, port = start(built.root, "--tls-cert", str(cert), "--tls-key", str(key))
+    process, port = start_cli(built.root, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         context = ssl.create_default_context(cafile=str(cert))
         context.maximum_version = ssl.TLSVersion.TLSv1_2  # what BearSSL / mbedTLS on the devices speak
@@ -47,7 +47,7 @@ def test_https_device_update_and_fingerprint(tmp_path: Path, certificate: tuple[
             plain.sendall(b"GET /update/demo/d1mini HTTP/1.0\r\n\r\n")
             assert b"HTTP/1.1 200" not in plain.recv(4096)
     finally:
-        _, out, err = stop(process)
+        _, out, err = stop_cli(process)
     fingerprint = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha1", "-in", str(cert)],
                                  capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
     assert f'client.setFingerprint("{fingerprint}")' in out
@@ -69,7 +69,7 @@ def test_basic_auth_as_the_esp8266_client_sends_it(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "catalog")
     credentials = tmp_path / "devices.auth"
     add_user(credentials, "fleet", "correct horse")
-    process, port = start(built.root, "--auth", str(credentials))
+    process, port = start_cli(built.root, "--auth", str(credentials))
     host = f"127.0.0.1:{port}"
     token = base64.b64encode(b"fleet:correct horse").decode()
 
@@ -89,5 +89,5 @@ def test_basic_auth_as_the_esp8266_client_sends_it(tmp_path: Path) -> None:
         status, body, _ = ask("Basic " + token)
         assert status == 200 and hashlib.md5(body).hexdigest()
     finally:
-        _, _, err = stop(process)
+        _, _, err = stop_cli(process)
     assert "correct horse" not in err and token not in err
