@@ -19,6 +19,7 @@ REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.
 TOKEN_BYTES = b"!#$%&'*+.^_`|~-" + bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B))
 HEAD_BYTES = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t\r\n"
 """Bytes allowed anywhere in a head: visible ASCII, SP, HTAB, obs-text, and CR LF as line ends."""
+_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 ABSOLUTE = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#]*")
 
 
@@ -72,6 +73,7 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
     host_count = 0
     content_length: bytes | None = None
     connection = b""
+    append = headers.append
     for line in lines[1:]:
         raw_name, colon, raw_value = line.partition(b":")
         if not colon or not raw_name or raw_name.translate(None, TOKEN_BYTES):
@@ -79,6 +81,9 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
             return HeadError(400, "malformed header line")
         name = raw_name.lower()
         value = raw_value.strip(b" \t")
+        append((name, value))
+        if name not in _FRAMING:  # one set lookup for the common header, not four comparisons
+            continue
         if name == b"host":
             host_count += 1
         elif name == b"content-length":
@@ -87,9 +92,8 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
             content_length = value
         elif name == b"transfer-encoding":
             return HeadError(413, "request bodies are not accepted")
-        elif name == b"connection":
+        else:
             connection += b"," + value.lower()
-        headers.append((name, value))
     if content_length is not None and int(content_length) > 0:
         return HeadError(413, "request bodies are not accepted")
     if host_count > 1 or (version == "1.1" and host_count == 0):
