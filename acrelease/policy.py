@@ -114,7 +114,7 @@ class _Facts:
     immutable snapshots, so this is a cache, not state): a version check is on every
     device's hot path (issue 2, Performance)."""
 
-    __slots__ = ("arch", "by_md5", "pools", "target", "yanked")
+    __slots__ = ("arch", "by_md5", "current", "pools", "target", "yanked")
 
     def __init__(self, target: TargetIndex) -> None:
         self.target = target
@@ -124,6 +124,23 @@ class _Facts:
         for release in reversed(target.releases):  # the newest release wins an MD5 tie
             self.by_md5[release.firmware.md5] = release.version
         self.pools: dict[tuple[str, bool], list[PublishedRelease]] = {}
+        self.current: dict[tuple[int, int], tuple[semver.Version, semver.Version, bool]] = {}
+        """(id(running), id(newest)) -> (running, newest, running >= newest): the server parses
+        device versions through a cache, so a fleet's few versions are the same objects, and a
+        SemVer comparison costs a microsecond. The entry keeps both objects alive and is only
+        used when both are the very same objects (``is``), so ids cannot be confused."""
+
+    def at_least(self, running: semver.Version, newest: semver.Version) -> bool:
+        """``running >= newest`` (SemVer precedence), remembered per pair of version objects."""
+        key = (id(running), id(newest))
+        found = self.current.get(key)
+        if found is not None and found[0] is running and found[1] is newest:
+            return found[2]
+        result = running >= newest
+        if len(self.current) >= 1024:  # device versions come from clients: bound the cache
+            self.current.clear()
+        self.current[key] = (running, newest, result)
+        return result
 
     def pool(self, channel: str, filesystem: bool) -> list[PublishedRelease]:
         key = (channel, filesystem)
@@ -178,7 +195,7 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> D
     if running is not None:
         if facts.yanked and any(running == v for v in facts.yanked):
             reason = "running a yanked release: rollback"
-        elif running >= newest.version:
+        elif facts.at_least(running, newest.version):
             return NoUpdate(f"{how} current")  # H.1
         else:
             reason = f"{how} older"
