@@ -76,8 +76,7 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
     append = headers.append
     for line in lines[1:]:
         raw_name, colon, raw_value = line.partition(b":")
-        if not colon or not raw_name or raw_name.translate(None, TOKEN_BYTES):
-            # Also catches obs-fold (a line starting with a blank) and blanks before the colon.
+        if not colon or not raw_name:
             return HeadError(400, "malformed header line")
         name = raw_name.lower()
         value = raw_value.strip(b" \t")
@@ -88,12 +87,15 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
             host_count += 1
         elif name == b"content-length":
             if not value.isdigit() or (content_length is not None and value != content_length):
-                return HeadError(400, "bad Content-Length")
+                return _bad_names(headers) or HeadError(400, "bad Content-Length")
             content_length = value
         elif name == b"transfer-encoding":
-            return HeadError(413, "request bodies are not accepted")
+            return _bad_names(headers) or HeadError(413, "request bodies are not accepted")
         else:
             connection += b"," + value.lower()
+    bad_names = _bad_names(headers)
+    if bad_names is not None:
+        return bad_names
     if content_length is not None and int(content_length) > 0:
         return HeadError(413, "request bodies are not accepted")
     if host_count > 1 or (version == "1.1" and host_count == 0):
@@ -105,6 +107,16 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
     raw_path, path, query = target_result
     keep_alive = version == "1.1" and b"close" not in [t.strip() for t in connection.split(b",")]
     return Request(method_b.decode("ascii"), path, raw_path, query, version, headers, keep_alive)
+
+
+def _bad_names(headers: list[tuple[bytes, bytes]]) -> HeadError | None:
+    """Every name a token (RFC 9110 5.1), checked for all lines at once (C speed, not a call per
+    line); lower-casing keeps a name a token or not. Also catches obs-fold (a line starting with
+    a blank) and blanks before the colon. Called before any other error is reported, so the
+    first problem in line order is still the one answered."""
+    if b"".join([name for name, _ in headers]).translate(None, TOKEN_BYTES):
+        return HeadError(400, "malformed header line")
+    return None
 
 
 def _split_target(target: bytes) -> tuple[bytes, str, bytes] | HeadError:
