@@ -139,7 +139,7 @@ class UpdateApp:
         project, _, target_name = rest.rstrip("/").partition("/")
         target = state.target(project, target_name) if "/" not in target_name else None
         device = device_facts(scope["headers"])
-        if not await self._admitted(scope, send, "update", device):
+        if self.access.enabled and not await self._admitted(scope, send, "update", device):
             return
         if target is None:
             await _simple(send, 404, scope["method"])

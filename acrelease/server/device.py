@@ -27,6 +27,7 @@ __all__ = ["MANDATORY", "MAX_VALUE", "DeviceFacts", "device_facts", "normalise_m
 MAX_VALUE = 128
 _HEX = frozenset("0123456789abcdefABCDEF")
 CANONICAL_MAC = re.compile(rb"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
+MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
 UPDATE_AGENTS: dict[bytes, str] = {b"esp8266-http-update": "ESP8266", b"esp32-http-update": "ESP32"}
 """User-Agent (lower-case) of the stock update clients -> header family."""
@@ -83,7 +84,7 @@ def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
         chip_id=_clean(get(names["chip-id"])),
         free_space=_int(get(names["free-space"])),
         sketch_size=_int(get(names["sketch-size"])),
-        sketch_md5=md5.lower() if md5 and len(md5) == 32 and set(md5) <= _HEX else None,
+        sketch_md5=md5.lower() if md5 and MD5.fullmatch(md5) else None,
         chip_size=_int(get(names["chip-size"])),
         sdk_version=_clean(get(names["sdk-version"])),
         mode=mode.lower() if mode else None,
