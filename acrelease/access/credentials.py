@@ -173,12 +173,9 @@ class Credentials:
             del self._misses[digest]
         return True
 
-    def check(self, authorization: str | bytes | None) -> str | None:
-        """The user whose credentials ``authorization`` (the raw header value) carries, else ``None``.
-
-        Never raises. Runs the slow hash inline on a cache miss (~50-100 ms): fine for tests and
-        tools; the server should prefer :meth:`check_async`.
-        """
+    def _lookup(self, authorization: str | bytes | None) -> bytes | str | None:
+        """What is known without hashing: the header's digest when it must be verified (bytes),
+        else the answer itself (the cached user, or ``None``)."""
         self._poll()
         if authorization is None:
             return None
@@ -186,8 +183,17 @@ class Credentials:
         if digest is None:
             return None
         cached = self._cached(digest)
-        if cached is not True:
-            return cached or None
+        return digest if cached is True else cached or None
+
+    def check(self, authorization: str | bytes | None) -> str | None:
+        """The user whose credentials ``authorization`` (the raw header value) carries, else ``None``.
+
+        Never raises. Runs the slow hash inline on a cache miss (~50-100 ms): fine for tests and
+        tools; the server should prefer :meth:`check_async`.
+        """
+        digest = self._lookup(authorization)
+        if not isinstance(digest, bytes):
+            return digest
         parsed = parse_basic(authorization)
         if parsed is None:
             return None  # parsing is cheap: nothing to cache
@@ -201,15 +207,9 @@ class Credentials:
         Raises :class:`AuthBusy` when ``max_pending`` distinct verifications are already queued
         (a flood of guesses); answer 503 + Retry-After rather than queue without bound.
         """
-        self._poll()
-        if authorization is None:
-            return None
-        digest = self._digest(authorization)
-        if digest is None:
-            return None
-        cached = self._cached(digest)
-        if cached is not True:
-            return cached or None
+        digest = self._lookup(authorization)
+        if not isinstance(digest, bytes):
+            return digest
         future = self._pending.get(digest)
         if future is None:
             parsed = parse_basic(authorization)
