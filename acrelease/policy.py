@@ -96,6 +96,11 @@ class Refuse:
 
 Decision = NoUpdate | Offer | Announce | Refuse
 
+_CURRENT = {how: NoUpdate(f"{how} current") for how in ("version", "sketch-md5")}
+"""The decision of a device that runs the newest release (most checks of a fleet): decisions are
+immutable, so one per way of knowing the running version serves every such check, instead of a
+formatted reason and a new object each time."""
+
 
 def eligible(target: TargetIndex, channel: str) -> list[PublishedRelease]:
     """Releases a device on ``channel`` may get, newest first: never yanked; ``stable`` gets
@@ -196,7 +201,7 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> D
         if facts.yanked and any(running == v for v in facts.yanked):
             reason = "running a yanked release: rollback"
         elif facts.at_least(running, newest.version):
-            return NoUpdate(f"{how} current")  # H.1
+            return _CURRENT[how]  # H.1
         else:
             reason = f"{how} older"
     else:
