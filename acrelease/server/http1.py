@@ -17,7 +17,6 @@ what keeps ``Connection: close`` version checks at nginx's rate (brief, "Server 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -340,8 +339,10 @@ class HTTP1Protocol(asyncio.Protocol):
         Plain TCP only (TLS closes with its own close_notify exchange)."""
         sock = transport.get_extra_info("socket")  # cached: connection_made asked for peername
         if sock is not None:
-            with contextlib.suppress(OSError):  # the client is gone already: nothing to merge
+            try:  # noqa: SIM105 (contextlib.suppress: a context manager object per check, ~0.3 us)
                 sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1)
+            except OSError:
+                pass  # the client is gone already: nothing to merge
 
     def _response_head(self, status: int, headers: Any) -> bytes:
         if status in NO_BODY_STATUS:
