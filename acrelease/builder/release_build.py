@@ -10,10 +10,9 @@ A failure anywhere leaves ``releases.toml`` and ``dist/`` as they were.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from acrelease.builder import arduino, platformio
 from acrelease.errors import BuildError, ImageError, UsageError, VersionError
 from acrelease.image import check_ota_image, contains_version, inspect_image
 from acrelease.manifest import Manifest, Target
-from acrelease.release import DIST_DIR, AddResult, ArtifactInput, add_release
+from acrelease.release import AddResult, ArtifactInput, add_release
 from acrelease.versioning import Bump, next_version, parse_release_version
 
 
@@ -130,24 +129,6 @@ def _check_output(plan: PlannedEnv, outputs: platformio.EnvOutputs, version: sem
                        outputs.filesystem is not None, outputs.elapsed)
 
 
-@contextlib.contextmanager
-def _dist_rollback(root: Path, version: semver.Version) -> Iterator[None]:
-    """On failure, remove the empty folders a refused add may leave under dist/<version>/
-    (add_release removes the files it wrote; empty folders are ours to tidy). Never deletes a file."""
-    version_dir = root / DIST_DIR / str(version)
-    existed = version_dir.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed and version_dir.is_dir():
-            for folder in sorted((p for p in version_dir.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            with contextlib.suppress(OSError):
-                version_dir.rmdir()
-        raise
-
-
 def build_release(
     manifest_path: Path,
     *,
@@ -199,9 +180,9 @@ def build_release(
             inputs.append(ArtifactInput(plan.target.name, outputs.firmware, outputs.filesystem))
             emit(BuildEvent("done", plan.target.name, plan.env, time.monotonic() - started))
         emit(BuildEvent("record"))
-        with _dist_rollback(manifest.root, chosen):
-            added = add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,
-                                allow_missing_version=allow_missing_version)
+        # add_release is all or nothing: on failure it removes what it copied into dist/.
+        added = add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,
+                            allow_missing_version=allow_missing_version)
     return BuildOutcome(chosen, planned, False, tuple(built), added, flag)
 
 
@@ -220,9 +201,8 @@ def collect_release(
     chosen = parse_release_version(version)
     mapping = arduino.map_exports(sketch_dir, manifest.targets, explicit or {})
     inputs = [ArtifactInput(target, path) for target, path in sorted(mapping.items())]
-    with _dist_rollback(manifest.root, chosen):
-        return add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,
-                           allow_missing_version=allow_missing_version)
+    return add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,
+                       allow_missing_version=allow_missing_version)
 
 
 def read_next_version(manifest_path: Path, bump: Bump | None) -> tuple[semver.Version | None, semver.Version]:
