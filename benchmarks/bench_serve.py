@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from acrelease.access import add_user  # noqa: E402  (after the path set-up)
 from tests.factories.catalog import CatalogBuilder  # noqa: E402
+from tests.integration.served import free_port  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 CHECK_PATH = "/update/demo/d1mini"
@@ -105,13 +106,6 @@ def build_catalog(root: Path) -> None:
 
 
 # -- servers -----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
 
 def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
