@@ -2,19 +2,18 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import clirun
 from tests.factories.images import esp32_image, esp8266_image, merged_image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "acrelease", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+    proc = clirun.run(*args, cwd=cwd, timeout=60, env={"COLUMNS": "200"}, inherit=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert (proc.returncode == 0) == ok, (proc.returncode, proc.stdout, proc.stderr)
     return proc

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from typer.testing import CliRunner
 
 from acrelease import access
 from acrelease.cli import auth
+from tests import clirun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,11 +83,9 @@ def _wired() -> bool:
 @pytest.mark.skipif(not _wired(), reason="acrelease.cli does not register the auth group yet (lead wires it)")
 def test_real_command(tmp_path: Path) -> None:
     path = tmp_path / "devices.auth"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "acrelease", "auth", *args, "--file", str(path)],
-                              input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
+        return clirun.run("auth", *args, "--file", str(path), input=stdin, timeout=60)
 
     added = run("add", "fleet", stdin="s3cret\n")
     assert added.returncode == 0, added.stderr

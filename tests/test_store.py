@@ -17,6 +17,7 @@ from acrelease.catalog.index import INDEX_NAME, load_index
 from acrelease.errors import CatalogError, VersionError
 from acrelease.manifest import ArtifactRecord, Release, Target
 from acrelease.versioning import parse_release_version
+from tests import clirun
 
 
 def make_project(tmp_path: Path, releases: dict[str, bytes], fs: bytes | None = None) -> Path:
@@ -212,8 +213,8 @@ def test_two_publish_processes_at_once_leave_one_consistent_catalog(tmp_path: Pa
     first = make_project(tmp_path / "a", {"1.0.0": b"\xe9" + os.urandom(300_000), "1.1.0": b"\xe9a11"})
     second = make_project(tmp_path / "b", {"1.0.0": b"\xe9" + os.urandom(300_000), "1.2.0": b"\xe9b12"})
     catalog = tmp_path / "catalog"
-    procs = [subprocess.Popen([sys.executable, "-m", "acrelease", "publish", "--catalog", str(catalog),
-                               "--manifest", str(path)], stderr=subprocess.PIPE, text=True)
+    procs = [clirun.popen("publish", "--catalog", str(catalog), "--manifest", str(path),
+                          stderr=subprocess.PIPE, text=True)
              for path in (first, second)]
     results = [(proc.wait(timeout=60), proc.stderr.read() if proc.stderr else "") for proc in procs]
     codes = sorted(code for code, _ in results)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from acrelease.chips import Chip
 from acrelease.errors import BuildError
 from acrelease.manifest import Target
 
-PIO = "pio"
 PIO_MISSING_HINT = "install it with `pip install platformio` (or `pip install 'acrelease[platformio]'`)"
 CONFIG_TIMEOUT = 120.0
 BUILD_TIMEOUT = 1800.0  # a first build downloads toolchains; the registry watcher cuts dead ones short
@@ -106,6 +106,21 @@ def _under(project: Path, value: str) -> Path:
     return path if path.is_absolute() else project / path
 
 
+def pio_command(environ: Mapping[str, str] | None = None) -> list[str]:
+    """How to run PlatformIO: ``pio`` on the ``PATH`` of ``environ`` (default: this process's),
+    else the ``pio`` installed beside the Python running acrelease (``.venv/bin/acrelease build``
+    from a venv that is not activated); ``["pio"]`` when neither exists, so that the missing-tool
+    error names it."""
+    path = (os.environ if environ is None else environ).get("PATH", os.defpath)
+    found = shutil.which("pio", path=path)
+    if found:
+        return [found]
+    beside = Path(sys.executable).parent / "pio"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return ["pio"]
+
+
 def pio_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
     environ = dict(os.environ if base is None else base)
     environ.setdefault("PYTHONUNBUFFERED", "1")  # stream pio's output as it happens
@@ -115,7 +130,7 @@ def pio_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def _run_pio(args: list[str], project_dir: Path, environ: Mapping[str, str], timeout: float,
              on_line: LineCallback | None) -> tuple[int, str]:
     watcher = RegistryWatcher(probe=lambda: registry_reachable(environ=environ))
-    result = run_process([PIO, *args], cwd=project_dir, env=environ, timeout=timeout, on_line=on_line,
+    result = run_process([*pio_command(environ), *args], cwd=project_dir, env=environ, timeout=timeout, on_line=on_line,
                          watcher=watcher, missing_hint=PIO_MISSING_HINT)
     return result.returncode, result.tail_text
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from acrelease.builder.platformio import pio_command
 from tests.builder.piohelpers import (
     BASE_INI,
     PLATFORM_DIR,
@@ -29,8 +30,8 @@ from tests.builder.piohelpers import (
 
 @pytest.fixture(scope="session")
 def pio_core_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("pio") is None:
-        pytest.skip("PlatformIO (`pio`) is not installed: pip install platformio")
+    if pio_command() == ["pio"]:
+        pytest.skip("PlatformIO is not installed: pip install platformio")
     return make_core_dir(tmp_path_factory.mktemp("pio-core"))
 
 

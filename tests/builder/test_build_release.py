@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,8 +186,10 @@ def test_dry_run_builds_and_writes_nothing(make_project: ProjectFactory) -> None
     assert snapshot(project) == before and not (project / ".pio").exists()
 
 
-def test_pio_missing_is_one_line_with_the_install_hint(make_project: ProjectFactory, tmp_path: Path) -> None:
+def test_pio_missing_is_one_line_with_the_install_hint(make_project: ProjectFactory, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     project = make_project()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no `pio` beside it either
     with pytest.raises(BuildError, match=r"pip install platformio"):
         platformio.read_project(project, environ={"PATH": str(tmp_path)})
 

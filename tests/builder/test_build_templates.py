@@ -12,6 +12,7 @@ import pytest
 
 from acrelease import manifest
 from acrelease.builder import platformio
+from acrelease.builder.platformio import pio_command
 from acrelease.image import contains_version
 from tests.builder.piohelpers import TEMPLATES_DIR, ProjectFactory
 
@@ -26,7 +27,7 @@ def test_pio_run_t_acrelease_builds_and_records_once(make_project: ProjectFactor
     env = dict(os.environ, ACRELEASE_BUILD_ARGS="--version 4.5.6 --notes hook")
     # Make sure the hook finds this acrelease (the `acrelease` script next to this Python).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(["pio", "run", "-d", str(project), "-t", "acrelease"], env=env, capture_output=True,
+    done = subprocess.run([*pio_command(), "run", "-d", str(project), "-t", "acrelease"], env=env, capture_output=True,
                           text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("already run by this `pio run`") == 1  # two envs, one release

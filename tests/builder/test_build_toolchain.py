@@ -7,7 +7,6 @@ PlatformIO core dir); skipped otherwise, with the reason.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from acrelease import manifest
 from acrelease.builder import platformio
 from acrelease.builder._registry import registry_reachable
+from acrelease.builder.platformio import pio_command
 from acrelease.builder.release_build import build_release
 from acrelease.image import contains_version, inspect_image
 
@@ -43,7 +43,8 @@ def _installed() -> bool:
 
 
 @pytest.mark.toolchain
-@pytest.mark.skipif(shutil.which("pio") is None, reason="PlatformIO (`pio`) is not installed")
+@pytest.mark.skipif(pio_command() == ["pio"],
+                    reason="PlatformIO is not installed: pip install platformio")
 @pytest.mark.skipif(not (_installed() or registry_reachable(timeout=3)),
                     reason="needs PlatformIO's registry to install espressif8266 and its xtensa toolchain "
                            "(unreachable here: TESTING.md section 1)")

@@ -6,11 +6,9 @@ processes, a real socket."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests import clirun
 from tests.builder.piohelpers import ProjectFactory
 from tests.integration.devices import check_no_update, check_update, esp8266_request, exchange
 from tests.integration.served import start_cli, stop_cli
@@ -19,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def acrelease(project: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "acrelease", *args], cwd=project, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = clirun.run(*args, cwd=project, timeout=300)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout
 

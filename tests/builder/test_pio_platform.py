@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from acrelease.builder.platformio import pio_command
 from acrelease.image import contains_version, inspect_filesystem, inspect_image
 from tests.builder.piohelpers import ProjectFactory, scons_package_version
 
@@ -14,7 +15,7 @@ def pio(project: Path, *args: str, flags: str = "") -> subprocess.CompletedProce
     env = dict(os.environ)
     if flags:
         env["PLATFORMIO_BUILD_FLAGS"] = flags
-    return subprocess.run(["pio", "run", "-d", str(project), *args], env=env, capture_output=True, text=True,
+    return subprocess.run([*pio_command(), "run", "-d", str(project), *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import clirun
 from tests.integration.devices import Answer, esp8266_request, exchange
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,11 +103,8 @@ def wait_listening(process: subprocess.Popen[Any], port: int, log: Callable[[], 
 def start_cli(catalog: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     """``acrelease serve`` itself, as a user runs it, on 127.0.0.1 and a free port."""
     port = free_port()
-    command = [sys.executable, "-m", "acrelease", "serve", "--catalog", str(catalog), "--port", str(port),
-               "--bind", "127.0.0.1", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = clirun.popen("serve", "--catalog", str(catalog), "--port", str(port), "--bind", "127.0.0.1", *extra,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_listening(process, port, lambda: "".join(process.communicate()))
     return process, port
 

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from acrelease.catalog import store
 from acrelease.catalog.index import INDEX_NAME
 from acrelease.manifest import ArtifactRecord, Release, Target
 from acrelease.versioning import parse_release_version
+from tests import clirun
 from tests.factories.catalog import CatalogBuilder, demo_catalog, image_for
 from tests.factories.images import esp8266_image
 from tests.integration.devices import check_no_update, check_update, esp8266_request, exchange, read_answer
@@ -124,8 +124,8 @@ def test_publish_while_200_devices_download(tmp_path: Path) -> None:
         async def publish(version: str) -> None:
             """`acrelease publish VERSION` as the operator runs it, in its own process."""
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "acrelease", "publish", version, "--catalog", str(catalog),
-                "--manifest", str(project), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                *clirun.command("publish", version, "--catalog", str(catalog), "--manifest", str(project)),
+                cwd=ROOT, env=clirun.environment(),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await process.communicate()
             assert process.returncode == 0 and f"Published demo/d1mini {version}" in out.decode(), (out, err)

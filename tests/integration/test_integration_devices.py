@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import clirun
 from tests.factories.catalog import CatalogBuilder, demo_catalog, image_for
 from tests.factories.images import esp8266_image, gzip_image
 from tests.integration.devices import (
@@ -157,9 +156,7 @@ def test_workers(tmp_path: Path) -> None:
 
 
 def test_serve_errors_are_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    missing = subprocess.run([sys.executable, "-m", "acrelease", "serve", "--catalog", str(tmp_path / "nope"),
-                              "--port", "0"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    missing = clirun.run("serve", "--catalog", str(tmp_path / "nope"), "--port", "0", timeout=60, cwd=ROOT)
     assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
     assert "nope" in missing.stderr and "Traceback" not in missing.stderr
     with socket.socket() as taken:
@@ -167,9 +164,8 @@ def test_serve_errors_are_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         (tmp_path / "c").mkdir()
-        busy = subprocess.run([sys.executable, "-m", "acrelease", "serve", "--catalog", str(tmp_path / "c"),
-                               "--port", str(port), "--bind", "127.0.0.1"], capture_output=True, text=True,
-                              timeout=60, env=env, cwd=ROOT)
+        busy = clirun.run("serve", "--catalog", str(tmp_path / "c"), "--port", str(port), "--bind", "127.0.0.1",
+                          timeout=60, cwd=ROOT)
     assert busy.returncode != 0 and "port in use" in busy.stderr
     assert len(busy.stderr.strip().splitlines()) == 1
 

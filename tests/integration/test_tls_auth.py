@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from acrelease.access import add_user
+from tests import clirun
 from tests.factories.catalog import demo_catalog
 from tests.integration.devices import check_update, esp8266_request, read_answer
 from tests.integration.served import start_cli, stop_cli
@@ -58,8 +59,8 @@ def test_https_device_update_and_fingerprint(tmp_path: Path, certificate: tuple[
 def test_bad_certificate_is_one_line(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "catalog")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    proc = subprocess.run(["acrelease", "serve", "--catalog", str(built.root), "-b", "127.0.0.1", "-p", "0",
-                           "--tls-cert", str(tmp_path / "junk.pem")], capture_output=True, text=True, timeout=30)
+    proc = clirun.run("serve", "--catalog", str(built.root), "-b", "127.0.0.1", "-p", "0",
+                      "--tls-cert", str(tmp_path / "junk.pem"), timeout=30)
     assert proc.returncode == 8
     assert proc.stderr.count("\n") == 1 and "junk.pem: cannot use this certificate" in proc.stderr
 
