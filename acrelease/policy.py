@@ -14,8 +14,8 @@ import semver
 
 from acrelease import chips
 from acrelease.catalog.index import Artifact, PublishedRelease, TargetIndex
+from acrelease.channels import STABLE
 
-STABLE = "stable"
 SKETCH_MODE = "sketch"
 VERSION_MODE = "version"
 FILESYSTEM_MODES = frozenset({"spiffs", "littlefs", "fatfs", "flashfs"})

@@ -10,9 +10,7 @@ the manifest rewritten, so a refused ``add`` leaves both untouched.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import semver
 from acrelease import manifest as manifest_mod
 from acrelease.chips import Chip
 from acrelease.errors import ImageError, ManifestError, VersionError
+from acrelease.fsutil import replacing
 from acrelease.image import ImageInfo, check_ota_image, contains_version, inspect_filesystem, inspect_image
 from acrelease.manifest import ArtifactRecord, Manifest, Release, Target, file_digests
 
@@ -132,18 +131,8 @@ def _copy_atomic(source: Path, dest: Path) -> bool:
     """Copy ``source`` to ``dest`` through a temp file and a rename; False if it is already there."""
     if dest.exists() and dest.resolve() == source.resolve():
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; releases are meant to be read by others
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(dest) as out, source.open("rb") as src:
+        shutil.copyfileobj(src, out)
     return True
 
 

@@ -9,25 +9,16 @@ picked up as described in :mod:`acrelease.access.files`.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from acrelease.access.files import WatchedFile
 from acrelease.errors import AccessError
+from acrelease.mac import normalise_mac
 
 __all__ = ["Allowlist", "load_allowlist", "normalise_mac", "parse_allowlist"]
 
 WHAT = "allowlist"
 log = logging.getLogger("acrelease.access")
-_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
-
-
-def normalise_mac(text: str) -> str | None:
-    """``aa-bb-cc-dd-ee-ff`` / ``aabbccddeeff`` / ... -> ``AA:BB:CC:DD:EE:FF``, else ``None``."""
-    if len(text) > 17 or not _MAC.fullmatch(text):
-        return None
-    digits = text.replace(":", "").replace("-", "").upper()
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
 def parse_allowlist(data: bytes, path: Path) -> frozenset[str]:

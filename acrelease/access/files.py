@@ -10,16 +10,15 @@ an administrator saving a half-edited file must not take the fleet down or let e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from acrelease.errors import AccessError
+from acrelease.fsutil import write_atomic
 
 __all__ = ["AccessError", "WatchedFile", "read_file", "write_atomically"]
 
@@ -101,32 +100,7 @@ class WatchedFile(Generic[T]):
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: temp file in the same folder, fsync, ``os.replace``, fsync
     the folder. Readers (the server) see the old or the new file, never a torn one."""
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        write_atomic(path, data, mode)
     except OSError as exc:
         raise AccessError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # mkstemp already uses 0600; be explicit whatever the umask
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        _remove(temp)
-        raise AccessError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import semver
 
+from acrelease.channels import STABLE
 from acrelease.errors import CatalogError
 
 INDEX_NAME = "index.json"
@@ -206,7 +207,7 @@ def _from_json(doc: Mapping[str, Any]) -> CatalogIndex:
                 fs = rdoc.get("filesystem")
                 releases.append(PublishedRelease(
                     version=semver.Version.parse(rdoc["version"]),
-                    channel=str(rdoc.get("channel", "stable")),
+                    channel=str(rdoc.get("channel", STABLE)),
                     date=str(rdoc.get("date", "")),
                     notes=str(rdoc.get("notes", "")),
                     published=str(rdoc.get("published", "")),

@@ -21,7 +21,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,10 +40,10 @@ from acrelease.catalog.index import (
     sort_newest_first,
 )
 from acrelease.errors import CatalogError, VersionError
+from acrelease.fsutil import TMP_MARK, write_atomic
 from acrelease.manifest import ArtifactRecord, Manifest, Release
 
 LOCK_NAME = ".acrelease.lock"
-TMP_MARK = ".acrelease-tmp-"
 
 
 @dataclass(frozen=True)
@@ -91,31 +90,6 @@ def catalog_lock(root: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` via a temp file in the same folder, fsync and rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{TMP_MARK}", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
 
 
 def _remove_stale_temps(folder: Path) -> None:

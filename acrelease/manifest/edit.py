@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from acrelease import read_template
 from acrelease.catalog import layout
 from acrelease.chips import Chip
 from acrelease.errors import ManifestError, VersionError
+from acrelease.fsutil import write_atomic
 from acrelease.manifest.model import DEFAULT_DEFINE, ArtifactRecord, Release, Target
 from acrelease.versioning import parse_release_version
 
@@ -39,18 +38,8 @@ def _write_document(path: Path, doc: tomlkit.TOMLDocument) -> None:
     tomlkit puts an appended ``[[releases]]`` right under the previous table's last value; a
     blank line before such a header keeps the file readable (nothing else is re-laid)."""
     text = _HEADER_AFTER_VALUE.sub(r"\1\n\2", tomlkit.dumps(doc))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 def _target_table(target: Target) -> Table:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import semver
 
+from acrelease.channels import STABLE
 from acrelease.chips import Chip
 
 MANIFEST_NAME = "releases.toml"
 DEFAULT_DEFINE = "FW_VERSION"
-DEFAULT_CHANNEL = "stable"
+DEFAULT_CHANNEL = STABLE
 
 
 @dataclass(frozen=True, slots=True)

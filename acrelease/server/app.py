@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
+from acrelease.channels import STABLE
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
 from acrelease.server import decisions, httpcache, listing
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
@@ -145,7 +146,7 @@ class UpdateApp:
             await _simple(send, 404, scope["method"])
             self._log(scope, device, 404, "unknown project/target")
             return
-        channel = _query(scope).get("channel") or "stable"
+        channel = _query(scope).get("channel") or STABLE
         decision = decide(device, target, channel[:32])
         await self._answer(scope, send, state, device, decision, update=True)
 

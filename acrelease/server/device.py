@@ -19,13 +19,13 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from acrelease.mac import normalise_mac
 from acrelease.policy import DeviceFacts
 from acrelease.versioning import parse_device_version
 
 __all__ = ["MANDATORY", "MAX_VALUE", "DeviceFacts", "device_facts", "normalise_mac"]
 
 MAX_VALUE = 128
-_HEX = frozenset("0123456789abcdefABCDEF")
 CANONICAL_MAC = re.compile(rb"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -108,19 +108,6 @@ def _mac(raw: bytes | None) -> str | None:
     if raw is not None and CANONICAL_MAC.fullmatch(raw):
         return raw.decode("ascii")
     return normalise_mac(_clean(raw))
-
-
-def normalise_mac(text: str | None) -> str | None:
-    """``aa:bb:cc:dd:ee:ff``, ``AA-BB-..`` or ``aabbccddeeff`` -> ``AA:BB:CC:DD:EE:FF``; else ``None``."""
-    if not text:
-        return None
-    digits = text.replace(":", "").replace("-", "")
-    if len(digits) != 12 or not set(digits) <= _HEX:
-        return None
-    if len(text) != 12 and len(text) != 17:
-        return None
-    digits = digits.upper()
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
 def _clean(raw: bytes | None) -> str | None:
