@@ -31,7 +31,7 @@ from acrelease.server.settings import ServerSettings
 log = logging.getLogger("acrelease.server")
 
 CHUNK = 256 * 1024
-"""Bodies go out in slices of the mmap, so flow control bounds memory per client."""
+"""Bodies go out in slices of the verified in-memory copy, so flow control bounds memory per client."""
 
 Headers = list[tuple[bytes, bytes]]
 REASONS = {400: b"Bad Request\n", 401: b"Unauthorized\n", 403: b"Forbidden\n", 404: b"Not Found\n",

@@ -1,4 +1,4 @@
-"""The serving side of the catalog: a verified, memory-mapped snapshot of ``index.json``.
+"""The serving side of the catalog: a verified snapshot of ``index.json``, its files held in memory.
 
 * ``index.json`` is the only thing trusted (DESIGN.md 8): a file the index does not name is
   never served, and a URL is never mapped onto the filesystem by string.
@@ -58,7 +58,7 @@ class Entry:
     artifact: Artifact
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity: never compare mapped bytes
+@dataclass(frozen=True, slots=True, eq=False)  # identity: never compare the held bytes
 class Verified:
     key: FileKey
     data: memoryview

@@ -3,7 +3,7 @@ address, method and path, status and reason (PROTOCOL.md H.5, H.7).
 
 The app hands over a :class:`Decision` record, cheap to build; the line is formatted by the
 sink. By default that is the ``acrelease.server`` logger at INFO; ``serve`` installs a batched
-sink that formats lines in bulk when it writes them (``run.BatchedLog``), which keeps logging
+sink that formats lines in bulk when it writes them (``logs.BatchedLog``), which keeps logging
 every check from costing a fleet's check rate a third (measured with benchmarks/bench_serve.py).
 """
 

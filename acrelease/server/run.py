@@ -2,7 +2,8 @@
 
 One worker serves in this process; ``workers > 1`` pre-forks that many processes that share
 one listening socket (the kernel spreads connections). The catalog is loaded and verified
-*before* forking, so files are hashed once and their mmaps are shared by every worker.
+*before* forking, so files are hashed once and their verified bytes are shared by every worker
+(copy-on-write pages that nobody writes).
 """
 
 from __future__ import annotations

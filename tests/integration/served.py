@@ -1,6 +1,8 @@
 """A real ``acrelease`` update server process for the issue-4 proofs (hostile input, faults, load).
 
-``acrelease serve`` exposes no flag for the front end's limits and timeouts, so the process runs
+``acrelease serve`` has flags for the front end's limits (``--head-timeout``, ``--max-target``, ...)
+and ``--max-downloads``, but none for two settings these proofs also change: the catalog's
+``recheck_interval`` and the 503's ``retry_after``. So the process runs
 ``acrelease.server.run.serve(ServerSettings(...))`` itself: the same code path as the CLI, in its
 own process, on 127.0.0.1 and a free port. Its stdout and stderr go to files (a pipe nobody reads
 would fill up under load and stall the server's log writes), so a test can read the log while the
