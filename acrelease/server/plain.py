@@ -44,7 +44,7 @@ from acrelease.errors import ImageError
 from acrelease.image import inspect_image
 from acrelease.image.formats import GZIP_MAGIC, MAGIC, MAX_GUNZIP
 from acrelease.policy import FILESYSTEM_MODES, SKETCH_MODE, DeviceFacts, NoUpdate, Refuse
-from acrelease.policy import _misfit as misfit
+from acrelease.policy import _misfit as misfit  # the catalog downloads' fit rules (H.5), not a copy
 from acrelease.server import listing
 
 log = logging.getLogger("acrelease.server.plain")
@@ -374,6 +374,9 @@ def print_plain(folder: PlainFolder, listen: str, host: str, port: int, scheme: 
           "turns it into releases", file=out)
     print(f"listening on {scheme}://{listen}:{port} ({workers}); devices reach it as {scheme}://{host}:{port}",
           file=out)
+    if not state.images:
+        print(f"nothing to serve yet: copy ESP images into {folder.root} (served within 2 s), "
+              f"or publish releases into it (`acrelease publish --catalog {folder.root}`)", file=out)
     holding = sorted({image.artifact.file.rpartition("/")[0] for image in state.images.values()})
     for rel in holding:
         print(f'  AutoConnect: update.host = "{host}"; update.port = {port}; update.uri = "{rel or "."}";',
