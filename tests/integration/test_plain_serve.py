@@ -203,16 +203,19 @@ def test_a_file_copied_in_slowly_is_never_served_half_written(plain: Plain) -> N
     image = images.esp8266_image("3.0.0", extra=bytes(range(256)) * 64)
     path = plain.root / "bin" / "slow-3.0.0.bin"
     seen: list[tuple[int, bytes]] = []
+    first_served: list[float] = []
     stop = threading.Event()
 
     def probe() -> None:
         while not stop.is_set():
             answer = plain.get("bin/slow-3.0.0.bin")
             seen.append((answer.status, answer.body))
+            if answer.status == 200 and not first_served:
+                first_served.append(time.monotonic())  # when the answer was in: an upper bound
             listed = parse_catalog_like_autoconnect(plain.catalog("bin").body)
             if any(e["name"] == "slow-3.0.0.bin" and e["type"] == "bin" for e in listed):
                 seen.append((-1, b""))  # listed as an image
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     watcher = threading.Thread(target=probe)
     watcher.start()
@@ -225,12 +228,12 @@ def test_a_file_copied_in_slowly_is_never_served_half_written(plain: Plain) -> N
                 out.write(piece)
                 out.flush()
         done = time.monotonic()
-        while time.monotonic() - done < 4 and not (seen and seen[-1][0] == 200):
+        while time.monotonic() - done < 6 and not first_served:
             time.sleep(0.02)
-        served_after = time.monotonic() - done
     finally:
         stop.set()
         watcher.join()
+    served_after = first_served[0] - done
     first_ok = next(i for i, (status, _) in enumerate(seen) if status == 200)
     assert all(status in (404, -1) for status, _ in seen[:first_ok]), seen[:first_ok]
     assert all(status != -1 for status, _ in seen[:first_ok - 1]), "listed before it was complete"
@@ -253,7 +256,7 @@ def test_a_replaced_image_is_picked_up(plain: Plain) -> None:
         assert answer.status == 404 or answer.body == first  # never a mix, never under another MD5
         if answer.status == 200:
             assert answer.header("x-MD5") == [hashlib.md5(first).hexdigest()]
-        assert time.monotonic() - changed < 2.5
+        assert time.monotonic() - changed < 2.0
         time.sleep(0.05)
     assert answer.header("x-MD5") == [hashlib.md5(second).hexdigest()]
     path.unlink()
