@@ -21,8 +21,10 @@ def import_(
         False, "--allow-missing-version", help="Record images whose version string is not in them (marked)."),
     manifest_path: Path = MANIFEST_OPTION,
 ) -> None:
-    """Record every ESP image of a folder as releases: sub-folders are targets, top-level files go to
-    a target named after their chip; versions come from the file names or the images."""
+    """Record a folder of images (as updateserver.py serves it) as releases.
+
+    Sub-folders are targets, top-level files go to a target named after their chip; versions come
+    from the file names or the images."""
     plan = plan_import(source, manifest_path, project=name,
                        version=parse_release_version(version) if version is not None else None,
                        target=target, allow_missing_version=allow_missing_version)
