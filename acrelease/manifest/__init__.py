@@ -39,7 +39,7 @@ Schema::
     version_found = true
 """
 
-from acrelease.manifest.edit import init_manifest, record_artifacts, set_target_chip
+from acrelease.manifest.edit import add_targets, init_manifest, record_artifacts, set_target_chip
 from acrelease.manifest.load import load
 from acrelease.manifest.model import (
     DEFAULT_CHANNEL,
@@ -60,6 +60,7 @@ __all__ = [
     "Manifest",
     "Release",
     "Target",
+    "add_targets",
     "file_digests",
     "init_manifest",
     "load",

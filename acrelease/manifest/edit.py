@@ -86,6 +86,20 @@ def init_manifest(path: Path, project: str, targets: Sequence[Target], *, overwr
     _write_document(path, doc)
 
 
+def add_targets(path: Path, targets: Sequence[Target]) -> None:
+    """Append ``targets`` (new names, already validated) to ``[[targets]]``; nothing else changes."""
+    doc = _read_document(path)
+    existing = doc.get("targets")
+    if existing is None:
+        existing = tomlkit.aot()
+        doc["targets"] = existing
+    if not isinstance(existing, AoT | list):
+        raise ManifestError(f"{path}: targets: expected an array of tables ([[targets]])")
+    for target in targets:
+        existing.append(_target_table(target))
+    _write_document(path, doc)
+
+
 def set_target_chip(path: Path, target: str, chip: Chip) -> None:
     """Record a target's chip (learnt from its first image) without touching anything else."""
     doc = _read_document(path)

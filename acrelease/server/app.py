@@ -7,6 +7,9 @@ Routes (issue 2):
 * ``GET|HEAD /<project>/<target>/<file>``: download of a published file (any user agent),
   looked up in the index, never mapped onto the filesystem by string (DESIGN.md 8).
 
+While the catalog folder holds no index, the catalog and download routes serve the folder as
+AutoConnect's updateserver.py did (``server/plain.py``); ``/update/`` never looks at it.
+
 Every decision is logged in one line: device MAC (or ``-``), source address, method and path,
 status and reason (PROTOCOL.md H.5, H.7). No answer ever carries a filesystem path, and no
 client input leads to a 500.
@@ -15,17 +18,19 @@ client input leads to a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
+from acrelease.catalog.index import Artifact
 from acrelease.channels import STABLE
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
-from acrelease.server import decisions, httpcache, listing
+from acrelease.server import decisions, httpcache, listing, plain
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.device import device_facts
+from acrelease.server.plain import PlainFolder
 from acrelease.server.settings import ServerSettings
 
 log = logging.getLogger("acrelease.server")
@@ -61,7 +66,8 @@ class DownloadSlots:
 
 
 def create_app(settings: ServerSettings, catalog: Catalog | None = None,
-               decisions: DecisionLog | None = None, access: AccessPolicy | None = None) -> UpdateApp:
+               decisions: DecisionLog | None = None, access: AccessPolicy | None = None,
+               plain_folder: PlainFolder | None = None) -> UpdateApp:
     """The ASGI app for ``settings.catalog``; pass ``catalog`` to share an already loaded one
     (``serve`` loads it before forking workers so the verification is done once). ``access``
     defaults to the policy of ``settings.auth_file`` / ``allow_file`` (open when neither is set)."""
@@ -72,7 +78,8 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
     per_worker = -(-settings.max_downloads // settings.workers) if settings.max_downloads else None
     return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                         recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after)
+                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
+                     plain_folder)
 
 
 class UpdateApp:
@@ -80,8 +87,10 @@ class UpdateApp:
 
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
-                 retry_after: int = 60) -> None:
+                 retry_after: int = 60, plain_folder: PlainFolder | None = None) -> None:
         self.catalog = catalog
+        self.plain = plain_folder
+        """The folder served while the catalog has no index (``serve`` on a plain folder), else None."""
         self.decisions = decisions or DecisionLog()
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)
@@ -91,9 +100,13 @@ class UpdateApp:
 
     async def startup(self) -> None:
         await self.catalog.start()
+        if self.plain is not None:
+            await self.plain.start()
 
     async def shutdown(self) -> None:
         await self.catalog.stop()
+        if self.plain is not None:
+            await self.plain.stop()
         self.access.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,6 +142,8 @@ class UpdateApp:
         state = self.catalog.state
         if path.startswith(UPDATE_PREFIX):
             await self._update(scope, send, state, path[len(UPDATE_PREFIX):])
+        elif self.plain is not None and not state.index.generation and self.plain.state.active:
+            await self._plain(scope, send, self.plain.state, path)
         elif path == "/_catalog":
             await self._catalog(scope, send, state)
         else:
@@ -179,7 +194,8 @@ class UpdateApp:
                 if update:
                     await self._send_image(scope, send, device, decision, data)
                 else:
-                    await self._send_file(scope, send, device, decision, data)
+                    await self._send_file(scope, send, decision.artifact,
+                                          _image_headers(decision, device, len(data)), data)
             finally:
                 if method != "HEAD":
                     self.downloads.release()
@@ -196,6 +212,9 @@ class UpdateApp:
     # -- /_catalog ----------------------------------------------------------------------------
 
     async def _catalog(self, scope: Scope, send: Send, state: CatalogState) -> None:
+        await self._list(scope, send, lambda path: self._listing(state, path))
+
+    async def _list(self, scope: Scope, send: Send, listing_of: Callable[[str], bytes | None]) -> None:
         if not await self._admitted(scope, send, "catalog", None):
             return
         query = _query(scope)
@@ -203,7 +222,7 @@ class UpdateApp:
             await _simple(send, 400, scope["method"])
             self._log(scope, None, 400, "catalog: unknown op")
             return
-        body = self._listing(state, query.get("path", "."))
+        body = listing_of(query.get("path", "."))
         if body is None:
             await _simple(send, 404, scope["method"])
             self._log(scope, None, 404, "catalog: unknown path")
@@ -242,9 +261,9 @@ class UpdateApp:
             decision = Offer(entry.release, entry.artifact, f"download {entry.artifact.name}")
         await self._answer(scope, send, state, device, decision, update=False)
 
-    async def _send_file(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
+    async def _send_file(self, scope: Scope, send: Send, artifact: Artifact, whole: Headers,
                          data: memoryview) -> None:
-        artifact = offer.artifact
+        """``data`` with the cache and range semantics of downloads; ``whole`` are the 200 answer's headers."""
         etag = httpcache.strong_etag(artifact.sha256)
         wanted = _headers(scope["headers"], (b"if-none-match", b"range", b"if-range"))
         outcome = httpcache.evaluate(etag, len(data), if_none_match=wanted.get(b"if-none-match"),
@@ -265,10 +284,45 @@ class UpdateApp:
             await send({"type": "http.response.start", "status": 206, "headers": headers})
             await _body(scope, send, part)
         else:
-            headers = _image_headers(offer, device, len(data))
-            headers += [etag_header, (b"accept-ranges", b"bytes")]
+            headers = [*whole, etag_header, (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await _body(scope, send, data)
+
+    # -- a plain folder (no index yet) ------------------------------------------------------------
+
+    async def _plain(self, scope: Scope, send: Send, folder: plain.PlainState, path: str) -> None:
+        """updateserver.py's two routes on a folder without an index: the catalog, and a download
+        by exact lookup in the folder's snapshot of verified images (``server/plain.py``)."""
+        if path == "/_catalog":
+            await self._list(scope, send, folder.listing)
+            return
+        device = device_facts(scope["headers"])
+        if not await self._admitted(scope, send, "download", device):
+            return
+        image = folder.images.get(path[1:])
+        if image is None:
+            await _simple(send, 404, scope["method"])
+            self._log(scope, device, 404, "no such image in the plain folder")
+            return
+        refusal = plain.decide(device, image.artifact)
+        if isinstance(refusal, NoUpdate):
+            await send({"type": "http.response.start", "status": 304, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        elif refusal is not None:
+            await _simple(send, refusal.status, scope["method"])
+        if refusal is not None:
+            self._log(scope, device, refusal.status, refusal.reason)
+            return
+        if scope["method"] != "HEAD" and not self.downloads.take():
+            await _simple(send, 503, scope["method"], extra=[(b"retry-after", self.retry_after)])
+            self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight")
+            return
+        try:
+            await self._send_file(scope, send, image.artifact, plain.headers(image.artifact, device), image.data)
+        finally:
+            if scope["method"] != "HEAD":
+                self.downloads.release()
+        self._log(scope, device, 200, f"plain folder: {image.artifact.file}")
 
     # -- access control ---------------------------------------------------------------------------
 

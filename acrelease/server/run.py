@@ -31,6 +31,7 @@ from acrelease.server import logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
+from acrelease.server.plain import PlainFolder, open_folder, print_plain
 from acrelease.server.settings import ServerSettings
 from acrelease.server.tls import server_context, sha1_fingerprint
 from acrelease.server.worker import serve_socket
@@ -57,8 +58,12 @@ def serve(settings: ServerSettings) -> None:
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     catalog.load()
-    print_urls(settings, catalog.state, sock.getsockname()[1])
-    shared = _Shared(catalog, sock, decisions, access, tls)
+    plain = open_folder(root.resolve())  # no index: served as updateserver.py did, until one appears
+    if plain is not None:
+        _print_plain(settings, plain, sock.getsockname()[1])
+    else:
+        print_urls(settings, catalog.state, sock.getsockname()[1])
+    shared = _Shared(catalog, sock, decisions, access, tls, plain)
     if settings.workers == 1:
         _worker(settings, shared)
     else:
@@ -113,6 +118,13 @@ def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: Te
     out.flush()
 
 
+def _print_plain(settings: ServerSettings, plain: PlainFolder, port: int) -> None:
+    host, public_port = _public_host(settings, port)
+    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    print_plain(plain, settings.host, host, public_port, "https" if settings.tls_cert else "http", workers,
+                sys.stdout)
+
+
 def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:
     if settings.public_url:
         parts = urlsplit(settings.public_url if "//" in settings.public_url else "//" + settings.public_url)
@@ -146,10 +158,11 @@ class _Shared:
     decisions: DecisionLog
     access: AccessPolicy
     tls: ssl.SSLContext | None
+    plain: PlainFolder | None = None
 
 
 def _worker(settings: ServerSettings, shared: _Shared) -> None:
-    app = create_app(settings, shared.catalog, shared.decisions, shared.access)
+    app = create_app(settings, shared.catalog, shared.decisions, shared.access, shared.plain)
 
     async def main() -> None:
         stop = asyncio.Event()
