@@ -41,7 +41,9 @@ log = logging.getLogger("acrelease.server")
 
 def serve(settings: ServerSettings) -> None:
     """Run the update server until SIGINT/SIGTERM. Raises :class:`ServeError` (one line) when
-    the catalog directory is missing or the address cannot be bound."""
+    the catalog directory is missing or the address cannot be bound, and :class:`CatalogError`
+    when its index cannot be read and no last good generation exists to serve instead (a
+    catalog the server cannot read is not "nothing published yet")."""
     root = settings.catalog
     if not root.is_dir():
         raise ServeError(f"{root}: catalog directory not found; publish into it first "
@@ -55,7 +57,7 @@ def serve(settings: ServerSettings) -> None:
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
-    catalog.load()
+    catalog.load(refuse_unreadable=True)
     print_urls(settings, catalog.state, sock.getsockname()[1])
     shared = _Shared(catalog, sock, decisions, access, tls)
     if settings.workers == 1:
