@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import signal
@@ -22,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from acrelease import chips, manifest
-from acrelease.catalog import history, store
+from acrelease.catalog import history, repair, store
 from acrelease.catalog.index import INDEX_NAME, load_index
+from acrelease.errors import CatalogError
 from acrelease.image import inspect_image
 from acrelease.manifest import ArtifactRecord, Release, Target
 from acrelease.server.catalog import Catalog
@@ -331,3 +333,62 @@ def test_publish_killed_at_random_moments_never_leaves_a_catalog_serve_refuses(t
     finally:
         code, out, err = stop_cli(process)
     assert code == 0 and "(generation" in out and " WARNING " not in err, (out, err)
+
+
+# -- the server's catalog loader, in process ----------------------------------------------------------
+
+def test_loader_falls_back_at_start_and_keeps_its_state_at_run_time(
+        published: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    _, catalog = published
+    index = catalog / INDEX_NAME
+    good = index.read_bytes()
+    index.write_bytes(b"[]")
+    with caplog.at_level(logging.WARNING, logger="acrelease.server.catalog"):
+        loader = Catalog(catalog)
+        assert loader.load(refuse_unreadable=True)
+    assert loader.state.index.generation == 2 and len(loader.state.blobs) == 4
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "malformed index" in caplog.records[0].getMessage()
+    caplog.clear()
+    index.write_bytes(good)
+    assert loader.load() and loader.state.index.generation == 2
+    index.unlink()  # deleted at run time, after an index was written here: damage, not "empty"
+    with caplog.at_level(logging.ERROR, logger="acrelease.server.catalog"):
+        assert not loader.load()
+    assert loader.state.index.generation == 2 and len(loader.state.blobs) == 4
+    assert "missing, although generation 2 was written here; still serving generation 2" in caplog.text
+
+
+def test_loader_without_a_last_good_copy(published: tuple[Path, Path]) -> None:
+    _, catalog = published
+    shutil.rmtree(catalog / history.STATE_DIR)
+    (catalog / INDEX_NAME).write_bytes(b"{")
+    with pytest.raises(CatalogError, match="no last good generation"):
+        Catalog(catalog).load(refuse_unreadable=True)
+    lenient = Catalog(catalog)  # the ASGI app's own start: logs, serves nothing, never raises
+    assert not lenient.load() and lenient.state.index.targets == {}
+    (catalog / INDEX_NAME).unlink()  # never-published catalogs (no history) are simply empty
+    fresh = Catalog(catalog)
+    assert fresh.load() and fresh.state.index.targets == {}
+
+
+def test_rebuild_picks_names_apart_and_leaves_out_what_is_ambiguous(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    folder = catalog / "my-proj" / "d1-mini"
+    folder.mkdir(parents=True)
+    image = image_for("esp8266", "1.0.0-rc.1")
+    (folder / "my-proj-d1-mini-1.0.0-rc.1.bin").write_bytes(image)
+    (folder / "my-proj-d1-mini-1.0.0-rc.1.fs.bin").write_bytes(b"littlefs" * 512)
+    (folder / "my-proj-d1-mini-2.0.0.bin").write_bytes(image)
+    (folder / "my-proj-d1-mini-2.0.0.bin.signed").write_bytes(image)
+    (folder / "my-proj-d1-mini-3.0.0.fs.bin").write_bytes(b"x" * 64)
+    (folder / ".my-proj-d1-mini-4.0.0.bin.acrelease-tmp-x").write_bytes(image)
+    (catalog / ".acrelease" / "x").mkdir(parents=True)
+    index, skipped = repair.reconstruct(catalog)
+    target = index.target("my-proj", "d1-mini")
+    assert target is not None and [str(r.version) for r in target.releases] == ["1.0.0-rc.1"]
+    release = target.releases[0]
+    assert release.filesystem is not None and release.filesystem.file.endswith("-1.0.0-rc.1.fs.bin")
+    assert len(skipped) == 2
+    assert "my-proj/d1-mini 2.0.0: left out, several firmware files" in skipped[0]
+    assert "my-proj-d1-mini-3.0.0.fs.bin: left out, no firmware of that version beside it" in skipped[1]
