@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from acrelease import chips
 from acrelease.access import AccessPolicy
-from acrelease.errors import ServeError
+from acrelease.errors import CatalogError, ServeError
 from acrelease.server import logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -57,7 +57,11 @@ def serve(settings: ServerSettings) -> None:
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
-    catalog.load(refuse_unreadable=True)
+    try:
+        catalog.load(refuse_unreadable=True)
+    except CatalogError:
+        sock.close()
+        raise
     print_urls(settings, catalog.state, sock.getsockname()[1])
     shared = _Shared(catalog, sock, decisions, access, tls)
     if settings.workers == 1:
