@@ -307,12 +307,24 @@ def test_publish_killed_at_random_moments_never_leaves_a_catalog_serve_refuses(t
     versions = {f"1.{i}.0": {"d1mini": esp8266_image(f"1.{i}.0", extra=rng.randbytes(300_000))} for i in range(8)}
     project = make_project(tmp_path, versions)
     catalog = tmp_path / "catalog"
-    kills = 0
-    for attempt in range(8):
-        args = ["publish"] if attempt % 3 != 2 else ["yank", "1.0.0"] + (["--undo"] if attempt % 2 else [])
+    kills, generations, took = 0, [], 0.0
+    for attempt in range(12):
+        state = history.read_index(catalog)
+        assert state.index is not None
+        target = state.index.target("demo", "d1mini")
+        done = [str(r.version) for r in target.releases] if target else []
+        todo = [v for v in versions if v not in done]
+        # One version per run, so runs finish too and kills land before, during and after the
+        # index write; every third run a yank of a published release.
+        args = ["yank", done[0]] if done and attempt % 3 == 2 else ["publish", *todo[:1]]
         proc = clirun.popen(*args, "--catalog", str(catalog), "--manifest", str(project),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.3, 1.2))  # the interpreter starts in ~0.3 s: kills land mid-run
+        started = time.monotonic()
+        if attempt == 0:  # runs to the end: how long one run takes on this machine, now
+            proc.wait(timeout=60)
+            took = time.monotonic() - started
+        # Most of a run is the interpreter starting; the writes are in its last part.
+        time.sleep(rng.uniform(0.6, 1.1) * took)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -323,7 +335,10 @@ def test_publish_killed_at_random_moments_never_leaves_a_catalog_serve_refuses(t
         Catalog(catalog).load(refuse_unreadable=True)  # what `acrelease serve` runs at start
         for _, _, artifact in state.index.artifacts():
             assert hashlib.sha256((catalog / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+        generations.append(state.index.generation)
     assert kills >= 3, "the kills did not land while the commands ran"
+    assert generations[-1] >= 2, f"too few runs finished to cover the index write: {generations}"
+    print(f"\n{kills} of 12 publish/yank runs SIGKILLed mid-run; generation after each: {generations}")
     cli(project, "publish", "--catalog", str(catalog))
     assert len(load_index(catalog).target("demo", "d1mini").releases) == 8
     process, port = start_cli(catalog)
