@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from acrelease import chips, manifest
-from acrelease.catalog import store
+from acrelease.catalog import history, store
 from acrelease.catalog.index import INDEX_NAME, load_index
 from acrelease.errors import CatalogError, VersionError
 from acrelease.manifest import ArtifactRecord, Release, Target
 from acrelease.versioning import parse_release_version
 from tests import clirun
+from tests.factories.catalog import demo_catalog
 
 
 def make_project(tmp_path: Path, releases: dict[str, bytes], fs: bytes | None = None) -> Path:
@@ -189,7 +190,7 @@ def test_broken_index_is_a_clear_error(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     (catalog / INDEX_NAME).write_text("{not json")
-    with pytest.raises(CatalogError, match="index.json: not valid JSON"):
+    with pytest.raises(CatalogError, match="index.json: not valid JSON.*; run `acrelease repair --catalog"):
         store.publish(manifest.load(path), catalog)
 
 
@@ -197,7 +198,7 @@ def test_yank_and_undo(tmp_path: Path) -> None:
     path = make_project(tmp_path, {"1.0.0": b"\xe9one", "1.1.0": b"\xe9two"})
     catalog = tmp_path / "catalog"
     store.publish(manifest.load(path), catalog)
-    assert store.set_yanked(catalog, "demo", parse_release_version("1.1.0"), True) == ["d1mini"]
+    assert store.set_yanked(catalog, "demo", parse_release_version("1.1.0"), True).changed == ("d1mini",)
     doc = json.loads((catalog / INDEX_NAME).read_text())
     releases = doc["projects"]["demo"]["targets"]["d1mini"]["releases"]
     assert [(r["version"], r["yanked"]) for r in releases] == [("1.1.0", True), ("1.0.0", False)]
@@ -224,3 +225,69 @@ def test_two_publish_processes_at_once_leave_one_consistent_catalog(tmp_path: Pa
     index = load_index(catalog)
     for _, _, artifact in index.artifacts():
         assert hashlib.sha256((catalog / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+
+
+def test_every_index_written_is_kept_as_a_generation_copy_and_old_ones_pruned(tmp_path: Path) -> None:
+    path = make_project(tmp_path, {"1.0.0": b"\xe9one", "1.1.0": b"\xe9two"})
+    catalog = tmp_path / "catalog"
+    store.publish(manifest.load(path), catalog)
+    assert history.copies(catalog) == [(1, history.generation_path(catalog, 1))]
+    assert history.generation_path(catalog, 1).read_bytes() == (catalog / INDEX_NAME).read_bytes()
+    version = parse_release_version("1.1.0")
+    for n in range(history.KEEP + 3):
+        store.set_yanked(catalog, "demo", version, n % 2 == 0)
+    kept = history.copies(catalog)
+    assert len(kept) == history.KEEP and kept[0][0] == history.KEEP + 4 == load_index(catalog).generation
+    assert kept[0][1].read_bytes() == (catalog / INDEX_NAME).read_bytes()
+
+
+def test_yank_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = make_project(tmp_path, {"1.0.0": b"\xe9one"})
+    catalog = tmp_path / "catalog"
+    store.publish(manifest.load(path), catalog)
+    version = parse_release_version("1.0.0")
+    store.set_yanked(catalog, "demo", version, True)
+    before = (catalog / INDEX_NAME).read_bytes()
+    again = store.set_yanked(catalog, "demo", version, True)
+    assert again.changed == () and again.unchanged == ("d1mini",) and again.generation == 2
+    assert (catalog / INDEX_NAME).read_bytes() == before
+
+
+def test_yank_one_target_leaves_the_others(tmp_path: Path) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    version = parse_release_version("1.1.0")
+    result = store.set_yanked(built.root, "demo", version, True, targets=["esp32dev"])
+    assert result.changed == ("esp32dev",)
+    index = load_index(built.root)
+    assert index.target("demo", "esp32dev").release(version).yanked
+    assert not index.target("demo", "d1mini").release(version).yanked
+    with pytest.raises(VersionError, match=r"not published for target 'empty' \(it is for: d1mini, esp32dev\)"):
+        store.set_yanked(built.root, "demo", version, True, targets=["empty"])
+
+
+def test_deleted_index_with_history_is_refused_not_silently_restarted(tmp_path: Path) -> None:
+    """Deleting index.json and publishing again would forget every yank: refused, repair named."""
+    path = make_project(tmp_path, {"1.0.0": b"\xe9one"})
+    catalog = tmp_path / "catalog"
+    store.publish(manifest.load(path), catalog)
+    store.set_yanked(catalog, "demo", parse_release_version("1.0.0"), True)
+    (catalog / INDEX_NAME).unlink()
+    for attempt in (lambda: store.publish(manifest.load(path), catalog),
+                    lambda: store.set_yanked(catalog, "demo", parse_release_version("1.0.0"), False)):
+        with pytest.raises(CatalogError, match=r"index.json: missing, although generation 2 was written here; "
+                                               r"run `acrelease repair --catalog"):
+            attempt()
+    assert not (catalog / INDEX_NAME).exists()
+
+
+def test_publish_puts_back_a_missing_or_truncated_published_file(tmp_path: Path) -> None:
+    path = make_project(tmp_path, {"1.0.0": b"\xe9one", "1.1.0": b"\xe9two"})
+    catalog = tmp_path / "catalog"
+    store.publish(manifest.load(path), catalog)
+    before = (catalog / INDEX_NAME).read_bytes()
+    (catalog / "demo/d1mini/demo-d1mini-1.0.0.bin").unlink()
+    (catalog / "demo/d1mini/demo-d1mini-1.1.0.bin").write_bytes(b"\xe9t")
+    result = store.publish(manifest.load(path), catalog)
+    assert sorted(result.restored) == ["demo/d1mini/demo-d1mini-1.0.0.bin", "demo/d1mini/demo-d1mini-1.1.0.bin"]
+    assert result.published == () and (catalog / INDEX_NAME).read_bytes() == before
+    assert (catalog / "demo/d1mini/demo-d1mini-1.1.0.bin").read_bytes() == b"\xe9two"

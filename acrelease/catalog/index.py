@@ -155,20 +155,22 @@ def sort_newest_first(releases: list[PublishedRelease]) -> tuple[PublishedReleas
 
 
 def parse_index(data: bytes, where: str = INDEX_NAME) -> CatalogIndex:
-    """Parse ``index.json`` bytes; raise :class:`CatalogError` naming the first broken field."""
+    """Parse ``index.json`` bytes; raise :class:`CatalogError` naming the first broken field.
+
+    The message says what is wrong and where; callers add what to do (``acrelease repair``)."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"{where}: not valid JSON ({exc}); restore it or re-run `acrelease publish`") from None
+        raise CatalogError(f"{where}: not valid JSON ({exc})") from None
     try:
         return _from_json(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CatalogError(f"{where}: malformed index ({type(exc).__name__}: {exc}); "
-                           "restore it or re-run `acrelease publish`") from None
+        raise CatalogError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from None
 
 
 def load_index(root: Path) -> CatalogIndex:
-    """Read ``root/index.json``; an absent index is an empty catalog."""
+    """Read ``root/index.json``; an absent index is an empty catalog. The write side uses
+    ``history.load_current`` instead, which also refuses an index deleted by hand."""
     path = root / INDEX_NAME
     try:
         data = path.read_bytes()
@@ -176,7 +178,10 @@ def load_index(root: Path) -> CatalogIndex:
         return CatalogIndex()
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog index ({exc.strerror})") from None
-    return parse_index(data, str(path))
+    try:
+        return parse_index(data, str(path))
+    except CatalogError as exc:
+        raise CatalogError(f"{exc}; run `acrelease repair --catalog {root}` to restore the last good index") from None
 
 
 def _artifact(kind: ArtifactKind, doc: Mapping[str, Any]) -> Artifact:

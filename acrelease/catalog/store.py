@@ -8,7 +8,11 @@ The order of writes is what keeps the catalog consistent if ``publish`` dies at 
    name is never rewritten: the index decides what exists;
 3. write ``index.json`` the same way, last. Until that rename the server keeps serving the
    previous index; afterwards, the new one. Files written by an interrupted run and never
-   indexed are harmless orphans that the next run reuses after checking their hash.
+   indexed are harmless orphans that the next run reuses after checking their hash;
+4. keep a copy of that index as ``.acrelease/generations/index-<N>.json`` (``history``): the
+   last good state that ``serve`` falls back to and ``acrelease repair`` restores when
+   ``index.json`` is broken or deleted by hand. It is written after ``index.json`` so that a
+   publish killed in between leaves a catalog the next ``publish`` simply continues.
 
 Republishing the same bytes is a no-op; other bytes under a published version are refused
 (releases are immutable, as on PyPI).
@@ -22,21 +26,20 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import semver
 
-from acrelease.catalog import layout
+from acrelease.catalog import history, layout
 from acrelease.catalog.index import (
     INDEX_NAME,
     Artifact,
     CatalogIndex,
     PublishedRelease,
     TargetIndex,
-    load_index,
     sort_newest_first,
 )
 from acrelease.errors import CatalogError, VersionError
@@ -54,6 +57,9 @@ class PublishResult:
     unchanged: tuple[tuple[str, str], ...]
     """(target, version) pairs that were already published with the same bytes."""
     generation: int
+    restored: tuple[str, ...] = ()
+    """Catalog files of already published releases that were missing or truncated and were put
+    back from the manifest's identical bytes (the index did not change for them)."""
 
 
 def _utc_now() -> str:
@@ -90,6 +96,27 @@ def catalog_lock(root: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def next_generation(root: Path, index: CatalogIndex) -> int:
+    """One above both the index's generation and every kept copy, so a copy is never overwritten
+    by another state under the same number (an index restored by hand may be older)."""
+    newest = history.copies(root)
+    return max(index.generation, newest[0][0] if newest else 0) + 1
+
+
+def write_index(root: Path, index: CatalogIndex) -> None:
+    """Write ``index.json`` atomically, then its generation copy; keep the newest ``history.KEEP``."""
+    data = index.dumps()
+    write_atomic(root / INDEX_NAME, data)
+    try:
+        write_atomic(history.generation_path(root, index.generation), data)
+        for _, old in history.copies(root)[history.KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"{root}: generation {index.generation} is written, but not its last-good copy under "
+                           f"{history.STATE_DIR}/ ({_describe(exc)}); fix that and run "
+                           f"`acrelease repair --catalog {root}`") from None
 
 
 def _remove_stale_temps(folder: Path) -> None:
@@ -152,10 +179,11 @@ def publish(manifest: Manifest, root: Path, versions: Sequence[semver.Version] |
 
 
 def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> PublishResult:
-    index = load_index(root)
+    index = history.load_current(root)
     targets = dict(index.targets)
     published: list[tuple[str, str]] = []
     unchanged: list[tuple[str, str]] = []
+    restored: list[str] = []
     now = _utc_now()
     for release in releases:
         for target, records in release.artifacts.items():
@@ -166,6 +194,7 @@ def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> 
             if previous is not None:
                 _check_same(manifest, target, previous, artifacts)
                 unchanged.append((target, str(release.version)))
+                restored += _put_back(root, manifest, records, previous)
                 continue
             _remove_stale_temps(root / layout.target_dir(manifest.project, target))
             for kind, record in records.items():
@@ -178,10 +207,27 @@ def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> 
             targets[key] = TargetIndex(manifest.project, target, chip, sort_newest_first([*existing, entry]))
             published.append((target, str(release.version)))
     if not published:
-        return PublishResult(root, (), tuple(unchanged), index.generation)
-    new_index = CatalogIndex(index.generation + 1, now, targets)
-    write_atomic(root / INDEX_NAME, new_index.dumps())
-    return PublishResult(root, tuple(published), tuple(unchanged), new_index.generation)
+        return PublishResult(root, (), tuple(unchanged), index.generation, tuple(restored))
+    new_index = CatalogIndex(next_generation(root, index), now, targets)
+    write_index(root, new_index)
+    return PublishResult(root, tuple(published), tuple(unchanged), new_index.generation, tuple(restored))
+
+
+def _put_back(root: Path, manifest: Manifest, records: Mapping[str, ArtifactRecord],
+              previous: PublishedRelease) -> list[str]:
+    """Rewrite published files that are missing or have the wrong size (a stat each, no hashing:
+    this runs for every published release); the bytes are the manifest's, whose SHA-256
+    ``_check_same`` found equal to the index's."""
+    restored = []
+    for artifact in previous.artifacts():
+        try:
+            intact = (root / artifact.file).stat().st_size == artifact.size
+        except FileNotFoundError:
+            intact = False
+        if not intact and artifact.kind in records:
+            _place(root, manifest, records[artifact.kind], artifact)
+            restored.append(artifact.file)
+    return restored
 
 
 def _check_same(manifest: Manifest, target: str, previous: PublishedRelease,
@@ -195,29 +241,69 @@ def _check_same(manifest: Manifest, target: str, previous: PublishedRelease,
                 "releases are immutable: record and publish a new version")
 
 
+@dataclass(frozen=True)
+class YankResult:
+    project: str
+    version: str
+    yanked: bool
+    """The state asked for: True for ``yank``, False for ``yank --undo``."""
+    changed: tuple[str, ...]
+    """Targets whose release changed state."""
+    unchanged: tuple[str, ...]
+    """Targets whose release was already in that state."""
+    generation: int
+    """The index's generation afterwards (unchanged when nothing changed)."""
+
+
 def set_yanked(root: Path, project: str, version: semver.Version, yanked: bool, *,
-               lock_timeout: float = 30.0) -> list[str]:
-    """Mark ``version`` of every target of ``project`` as yanked (rolled back) or not.
+               targets: Sequence[str] | None = None, lock_timeout: float = 30.0) -> YankResult:
+    """Mark ``version`` of ``project`` as yanked (rolled back) or not, on ``targets`` (default:
+    every target it is published for).
 
     A yanked release is no longer offered; devices running it are offered the newest release
-    that is not yanked, even though it is older (an explicit rollback, PROTOCOL.md H.1).
+    that is not yanked, even though it is older (an explicit rollback, docs/protocol.md H.1).
+    Nothing is written when every release is already in the state asked for.
     """
     try:
         with catalog_lock(root, lock_timeout):
-            index = load_index(root)
-            targets = dict(index.targets)
-            changed = []
-            for key, target in index.targets.items():
-                if key[0] != project or target.release(version) is None:
+            index = history.load_current(root)
+            chosen = _yank_targets(root, index, project, version, targets)
+            new_targets = dict(index.targets)
+            changed, unchanged = [], []
+            for key in chosen:
+                target = index.targets[key]
+                release = target.release(version)
+                if release is None or release.yanked == yanked:
+                    unchanged.append(target.target)
                     continue
                 releases = [PublishedRelease(r.version, r.channel, r.date, r.notes, r.published, r.firmware,
                                              r.filesystem, yanked if r.version == version else r.yanked)
                             for r in target.releases]
-                targets[key] = TargetIndex(target.project, target.target, target.chip, tuple(releases))
+                new_targets[key] = TargetIndex(target.project, target.target, target.chip, tuple(releases))
                 changed.append(target.target)
-            if not changed:
-                raise VersionError(f"{root}: {project} {version} is not published in this catalog")
-            write_atomic(root / INDEX_NAME, CatalogIndex(index.generation + 1, _utc_now(), targets).dumps())
-            return changed
+            generation = index.generation
+            if changed:
+                generation = next_generation(root, index)
+                write_index(root, CatalogIndex(generation, _utc_now(), new_targets))
+            return YankResult(project, str(version), yanked, tuple(changed), tuple(unchanged), generation)
     except OSError as exc:
         raise CatalogError(f"{root}: cannot update the index, {_describe(exc)}; the catalog is unchanged") from None
+
+
+def _yank_targets(root: Path, index: CatalogIndex, project: str, version: semver.Version,
+                  names: Sequence[str] | None) -> list[tuple[str, str]]:
+    """The (project, target) keys a yank applies to; VersionError if it would touch nothing."""
+    published = [key for key, target in sorted(index.targets.items())
+                 if key[0] == project and target.release(version) is not None]
+    if not published:
+        raise VersionError(f"{root}: {project} {version} is not published in this catalog")
+    if names is None:
+        return published
+    chosen = []
+    for name in names:
+        if (project, name) not in published:
+            where = ", ".join(t for _, t in published)
+            raise VersionError(f"{root}: {project} {version} is not published for target {name!r} "
+                               f"(it is for: {where}); name one of those with --target")
+        chosen.append((project, name))
+    return list(dict.fromkeys(chosen))

@@ -11,7 +11,8 @@ from rich import box
 from rich.table import Table
 
 from acrelease import chips, manifest
-from acrelease.catalog.index import CatalogIndex, load_index
+from acrelease.catalog.history import load_current
+from acrelease.catalog.index import CatalogIndex
 from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json, resolve_catalog
 from acrelease.errors import UsageError
 from acrelease.image import ImageInfo
@@ -75,11 +76,15 @@ def add(
         console.print(f"{result.version} for {target} is already recorded with these bytes; nothing to do")
 
 
-def _published(index: CatalogIndex | None, project: str, target: str, version: str) -> bool | None:
+def _published(index: CatalogIndex | None, project: str, target: str,
+               version: str) -> tuple[bool | None, bool | None]:
+    """(published, yanked) of one release on one target; ``None`` where no catalog was named,
+    yanked ``None`` too when it is not published."""
     if index is None:
-        return None
+        return None, None
     entry = index.target(project, target)
-    return entry is not None and any(str(r.version) == version for r in entry.releases)
+    release = next((r for r in entry.releases if str(r.version) == version), None) if entry else None
+    return release is not None, release.yanked if release is not None else None
 
 
 def list_releases(
@@ -87,10 +92,10 @@ def list_releases(
     manifest_path: Path = MANIFEST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show the targets and releases, and whether each is published in --catalog."""
+    """Show the targets and releases, and whether each is published (and yanked) in --catalog."""
     loaded = manifest.load(manifest_path)
     root = resolve_catalog(catalog)
-    index = load_index(root) if root is not None else None
+    index = load_current(root) if root is not None else None
     rows = _release_rows(loaded, index)
     if as_json:
         print_json({"project": loaded.project,
@@ -104,7 +109,7 @@ def list_releases(
     for column in ("version", "channel", "date", "target", "firmware", "filesystem", "published"):
         table.add_column(column, no_wrap=True)
     for row in rows:
-        published = {None: "?", True: "yes", False: "no"}[row["published"]]
+        published = {None: "?", True: "yes", False: "no"}[row["published"]] + (", yanked" if row["yanked"] else "")
         fs_size = row["filesystem_size"]
         table.add_row(row["version"], row["channel"], row["date"], row["target"],
                       f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
@@ -121,12 +126,12 @@ def _release_rows(loaded: Manifest, index: CatalogIndex | None) -> list[dict[str
     for release in sorted(loaded.releases, key=lambda r: r.version, reverse=True):
         for target, kinds in release.artifacts.items():
             firmware, fs = kinds["firmware"], kinds.get("filesystem")
+            published, yanked = _published(index, loaded.project, target, str(release.version))
             rows.append({
                 "version": str(release.version), "channel": release.channel, "date": release.date,
                 "target": target, "firmware": firmware.file, "firmware_size": firmware.size,
                 "format": firmware.format, "filesystem": fs.file if fs else None,
-                "filesystem_size": fs.size if fs else None,
-                "published": _published(index, loaded.project, target, str(release.version)),
+                "filesystem_size": fs.size if fs else None, "published": published, "yanked": yanked,
             })
     return rows
 

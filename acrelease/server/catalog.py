@@ -16,8 +16,12 @@
   re-read or re-hash unchanged files.
 * A watcher polls ``index.json``'s stat every ``poll_interval`` and swaps in a new
   :class:`CatalogState` in one assignment (no torn read, no restart). A broken index keeps the
-  previous good state. Every ``recheck_interval`` served files are re-stat'ed, so a file
-  replaced or deleted behind the server's back stops being served.
+  previous good state (so does a deleted one, once an index was ever written there). Every
+  ``recheck_interval`` served files are re-stat'ed, so a file replaced or deleted behind the
+  server's back stops being served.
+* At start there is no previous state: an index that cannot be read is replaced by the last good
+  generation copy under ``.acrelease/`` (``acrelease.catalog.history``), with one warning line;
+  with none, ``acrelease serve`` refuses to start (``load(refuse_unreadable=True)``).
 """
 
 from __future__ import annotations
@@ -32,13 +36,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acrelease.catalog import history
 from acrelease.catalog.index import (
     INDEX_NAME,
     Artifact,
     CatalogIndex,
     PublishedRelease,
     TargetIndex,
-    parse_index,
 )
 from acrelease.errors import CatalogError
 
@@ -112,23 +116,40 @@ class Catalog:
 
     # -- synchronous core (runs in a worker thread, or before forking) -----------------------
 
-    def load(self) -> bool:
-        """(Re)read ``index.json`` if it changed since the last load; True if a new state is in."""
+    def load(self, *, refuse_unreadable: bool = False) -> bool:
+        """(Re)read ``index.json`` if it changed since the last load; True if a new state is in.
+
+        On the first load an index that cannot be used (broken, or deleted after an index was
+        written) gives way to the last good generation copy, with a warning; when there is none,
+        ``refuse_unreadable`` raises :class:`CatalogError` (``serve`` refuses to start) and
+        otherwise nothing is served until the index is repaired."""
         signature = index_signature(self.root)
         if self._loaded and signature == self._signature:
             return False
+        first = not self._loaded
         self._signature = signature
         self._loaded = True
-        if signature is None:
-            index = CatalogIndex()
-        else:
-            try:
-                index = parse_index((self.root / INDEX_NAME).read_bytes(), INDEX_NAME)
-            except (CatalogError, OSError) as exc:
-                log.error("catalog: %s; still serving generation %d", _one_line(exc),
-                          self.state.index.generation)
-                return False
-        self._install(index)
+        current = history.read_index(self.root)
+        if current.index is not None:
+            self._install(current.index)
+            return True
+        problem = current.problem or f"{self.root / INDEX_NAME}: cannot be read"
+        if not first:
+            log.error("catalog: %s; still serving generation %d; %s", problem, self.state.index.generation,
+                      history.repair_hint(self.root))
+            return False
+        good = history.last_good(self.root)
+        if good is None:
+            message = (f"{problem}; no last good generation under {self.root / history.GENERATIONS_DIR} to fall "
+                       f"back to; run `acrelease repair --catalog {self.root}` (it rebuilds the index from the "
+                       "published files)")
+            if refuse_unreadable:
+                raise CatalogError(message)
+            log.error("catalog: %s", message)
+            return False
+        log.warning("catalog: %s; serving generation %d, the last good one (%s); %s", problem, good.generation,
+                    good.path.relative_to(self.root), history.repair_hint(self.root))
+        self._install(good.index)
         return True
 
     def recheck(self) -> bool:
@@ -229,6 +250,3 @@ class Catalog:
             except Exception:  # keep watching whatever happens; the previous state stays
                 log.exception("catalog: reload failed; still serving the previous state")
 
-
-def _one_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

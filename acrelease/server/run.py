@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from acrelease import chips
 from acrelease.access import AccessPolicy
-from acrelease.errors import ServeError
+from acrelease.errors import CatalogError, ServeError
 from acrelease.server import logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -43,7 +43,9 @@ log = logging.getLogger("acrelease.server")
 
 def serve(settings: ServerSettings) -> None:
     """Run the update server until SIGINT/SIGTERM. Raises :class:`ServeError` (one line) when
-    the catalog directory is missing or the address cannot be bound."""
+    the catalog directory is missing or the address cannot be bound, and :class:`CatalogError`
+    when its index cannot be read and no last good generation exists to serve instead (a
+    catalog the server cannot read is not "nothing published yet")."""
     root = settings.catalog
     if not root.is_dir():
         raise ServeError(f"{root}: catalog directory not found; publish into it first "
@@ -57,7 +59,11 @@ def serve(settings: ServerSettings) -> None:
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
-    catalog.load()
+    try:
+        catalog.load(refuse_unreadable=True)
+    except CatalogError:
+        sock.close()
+        raise
     plain = open_folder(root.resolve())  # no index: served as updateserver.py did, until one appears
     if plain is not None:
         _print_plain(settings, plain, sock.getsockname()[1])
