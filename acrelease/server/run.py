@@ -64,7 +64,8 @@ def serve(settings: ServerSettings) -> None:
     except CatalogError:
         sock.close()
         raise
-    plain = open_folder(root.resolve())  # no index: served as updateserver.py did, until one appears
+    # No index (nor a last good one): the folder is served as updateserver.py did, until one appears.
+    plain = open_folder(root.resolve()) if catalog.state.index.generation == 0 else None
     if plain is not None:
         _print_plain(settings, plain, sock.getsockname()[1])
     else:
