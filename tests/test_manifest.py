@@ -11,12 +11,12 @@ from acrelease.manifest import ArtifactRecord, Release, Target
 from acrelease.versioning import parse_release_version
 
 
-def record_for(root: Path, rel: str, data: bytes) -> ArtifactRecord:
+def record_for(root: Path, rel: str, data: bytes, chip: str = "esp8266") -> ArtifactRecord:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return ArtifactRecord("firmware", rel, len(data), hashlib.md5(data).hexdigest(),
-                          hashlib.sha256(data).hexdigest(), "esp8266", "plain", 4194304, True)
+                          hashlib.sha256(data).hexdigest(), chip, "plain", 4194304, True)
 
 
 def test_init_then_record_roundtrip_keeps_comments(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_init_then_record_roundtrip_keeps_comments(tmp_path: Path) -> None:
     release = Release(parse_release_version("1.0.0"), date="2026-11-27", notes="first")
     manifest.record_artifacts(path, release, {"d1mini": [record_for(tmp_path, "dist/1.0.0/d1mini/fw.bin", b"A" * 9)]})
     later = Release(parse_release_version("1.0.0"))
-    manifest.record_artifacts(path, later, {"s3": [record_for(tmp_path, "dist/1.0.0/s3/fw.bin", b"B" * 7)]})
+    manifest.record_artifacts(path, later, {"s3": [record_for(tmp_path, "dist/1.0.0/s3/fw.bin", b"B" * 7, "esp32s3")]})
     loaded = manifest.load(path)
     assert loaded.project == "demo"
     assert [t.name for t in loaded.targets] == ["d1mini", "s3"]
