@@ -159,13 +159,13 @@ def build_release(
     manifest = manifest_mod.load(manifest_path)
     chosen = decide_version(manifest, version, bump)
     planned = select_targets(manifest, targets)
+    check_release_terms(manifest, chosen, planned[0].target, channel=channel, notes=notes)  # before minutes of pio
     project = platformio.read_project(project_dir or manifest.root, environ=environ)
     for plan in planned:
         if project.env(plan.env) is None:
             envs = ", ".join(e.name for e in project.envs) or "none"
             raise BuildError(f"target '{plan.target.name}' names env '{plan.env}', which "
                              f"{project.path / 'platformio.ini'} does not define (envs: {envs})")
-    check_release_terms(manifest, chosen, planned[0].target, channel=channel, notes=notes)  # before minutes of pio
     flag = platformio.version_flag(manifest.version_define, str(chosen))
     if dry_run:
         return BuildOutcome(chosen, planned, True, flag=flag)
