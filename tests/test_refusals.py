@@ -215,3 +215,11 @@ def test_an_oserror_where_the_learnt_chip_is_written_is_one_line(project: Path, 
                    "it was left as it was"]
     assert tree(project) == before
     assert not (project / "dist" / "2.0.0").exists()
+
+
+def test_a_file_name_the_manifest_cannot_hold_is_refused_before_copying(project: Path) -> None:
+    (project / "fw\udcff.bin").write_bytes(esp8266_image("2.0.0"))  # the byte 0xFF in the name: not UTF-8
+    line = refused(project, "add", "2.0.0", "fw\udcff.bin", "--target", "d1mini", code=3,
+                   message="holds bytes that are not UTF-8 text")
+    assert line.startswith("acrelease: error: fw")
+    assert not (project / "dist" / "2.0.0").exists()
