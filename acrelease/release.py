@@ -149,13 +149,30 @@ def _remove_created(paths: list[Path], dist: Path) -> None:
                 break
 
 
+def _same_terms(existing: Release, channel: str | None, notes: str | None, where: Path) -> None:
+    """A release has one channel and one set of notes: another target joining it may repeat
+    them, never change them (an option that would be silently ignored is refused instead)."""
+    for option, given, recorded in (("--channel", channel, existing.channel), ("--notes", notes, existing.notes)):
+        if given is not None and given != recorded:
+            raise VersionError(f'{where}: {existing.version} is already recorded with {option[2:]} "{recorded}"; '
+                               f'{option} "{given}" would not change it: leave {option} out to add to this '
+                               "release, or record a new version")
+
+
 def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[ArtifactInput], *,
-                channel: str = manifest_mod.DEFAULT_CHANNEL, notes: str = "",
+                channel: str | None = None, notes: str | None = None,
                 allow_missing_version: bool = False, today: dt.date | None = None) -> AddResult:
     """Validate ``inputs`` as release ``version`` and record them; all or nothing.
 
     Adding a target to an existing version is allowed (one ``add`` per board); the same bytes
     again is a no-op (``changed=False``); other bytes under a recorded version are refused.
+    ``channel`` and ``notes`` default to ``stable`` and none for a new release, and to the
+    recorded ones for an existing release (which they may repeat but not change).
+
+    Order: images checked, then the complete new manifest built and validated in memory
+    (:func:`acrelease.manifest.plan_release`, the checks of :func:`acrelease.manifest.load`),
+    then files copied into ``dist/``, then the manifest replaced in one write. A refusal at
+    any step before the write leaves ``releases.toml`` and ``dist/`` byte for byte as they were.
     """
     manifest = manifest_mod.load(manifest_path)
     if not inputs:
@@ -166,11 +183,21 @@ def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[A
         raise ManifestError(f"{manifest_path}: target {', '.join(duplicates)} given more than once")
     staged = [_stage(manifest, version, item, allow_missing_version) for item in inputs]
     existing = manifest.release(version)
+    if existing is not None:
+        _same_terms(existing, channel, notes, manifest_path)
     new = [s for s in staged if existing is None or not _unchanged(existing, s, manifest)]
-    release = existing or Release(version, channel, (today or dt.date.today()).isoformat(), notes,
-                                  {}, allow_missing_version)
+    release = existing or Release(version, channel if channel is not None else manifest_mod.DEFAULT_CHANNEL,
+                                  (today or dt.date.today()).isoformat(), notes or "", {}, allow_missing_version)
     if not new:
         return AddResult(version, False, release)
+
+    blame = {"channel": "--channel", "notes": "--notes"}
+    for item in new:
+        for record, source in zip(item.records, item.sources, strict=True):
+            blame[f"artifacts.{item.target.name}.{record.kind}.file"] = str(source)
+    pending = manifest_mod.plan_release(
+        manifest_path, release, {s.target.name: s.records for s in new},
+        learnt_chips={s.target.name: s.learnt_chip for s in new if s.learnt_chip is not None}, blame=blame)
 
     created: list[Path] = []
     try:
@@ -179,17 +206,32 @@ def add_release(manifest_path: Path, version: semver.Version, inputs: Sequence[A
                 dest = manifest.root / record.file
                 if _copy_atomic(source, dest):
                     created.append(dest)
-        manifest_mod.record_artifacts(manifest_path, release, {s.target.name: s.records for s in new})
-    except OSError as exc:
+        pending.write()  # the one write of the manifest; it raises ManifestError, never OSError
+    except OSError as exc:  # copying into dist/: disk full, read-only, ...
         _remove_created(created, manifest.root / DIST_DIR)
         raise ManifestError(f"{manifest_path}: cannot record {version}: {exc.strerror or exc}; "
                             "nothing was changed") from None
     except BaseException:
         _remove_created(created, manifest.root / DIST_DIR)
         raise
-    for item in new:
-        if item.learnt_chip is not None:
-            manifest_mod.set_target_chip(manifest_path, item.target.name, item.learnt_chip)
-    final = manifest_mod.load(manifest_path, verify_files=False).release(version)
+    final = pending.manifest.release(version)
     assert final is not None
     return AddResult(version, True, final, tuple(s.target.name for s in new))
+
+
+def check_release_terms(manifest: Manifest, version: semver.Version, target: Target, *,
+                        channel: str | None = None, notes: str | None = None) -> None:
+    """Refuse now what :func:`add_release` would refuse at the end about the release itself
+    (``--channel``, ``--notes``), for callers that have minutes of building before that call.
+    The same validation: the new manifest is planned with a stand-in firmware record for
+    ``target`` and thrown away."""
+    existing = manifest.release(version)
+    if existing is not None:
+        _same_terms(existing, channel, notes, manifest.path)
+        return
+    release = Release(version, channel if channel is not None else manifest_mod.DEFAULT_CHANNEL,
+                      dt.date.today().isoformat(), notes or "")
+    stand_in = ArtifactRecord("firmware", f"{DIST_DIR}/{version}/{target.name}/firmware.bin", 1, "0" * 32, "0" * 64,
+                              target.chip.key if target.chip else "unknown", "plain")
+    manifest_mod.plan_release(manifest.path, release, {target.name: [stand_in]},
+                              blame={"channel": "--channel", "notes": "--notes"})

@@ -6,7 +6,7 @@ import pytest
 
 from acrelease import chips, manifest
 from acrelease.errors import ImageError, ManifestError, VersionError
-from acrelease.manifest import Target
+from acrelease.manifest import Target, edit
 from acrelease.release import ArtifactInput, add_release
 from acrelease.versioning import parse_release_version
 from tests.factories.images import (
@@ -128,9 +128,10 @@ def test_a_failed_write_removes_what_it_copied(project: Path, tmp_path: Path, mo
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(manifest, "record_artifacts", disk_full)
+    monkeypatch.setattr(edit, "_write_text", disk_full)  # the one write of the manifest, after dist/ was filled
     v2 = parse_release_version("2.0.0")
-    with pytest.raises(ManifestError, match="cannot record 2.0.0: No space left on device; nothing was changed"):
+    with pytest.raises(ManifestError, match=r"releases.toml: cannot be written \(No space left on device\); "
+                                            "it was left as it was"):
         add_release(project, v2, [ArtifactInput("d1mini", write(tmp_path, "b.bin", esp8266_image("2.0.0")))])
     assert snapshot(project) == before
     assert not (project.parent / "dist" / "2.0.0").exists()

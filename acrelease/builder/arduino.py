@@ -95,25 +95,41 @@ def find_exports(sketch_dir: Path) -> list[Export]:
     return _ide1_exports(sketch_dir) + _cli_exports(sketch_dir)
 
 
+def _board_key(name: str) -> str:
+    """Board ids compared loosely: ``d1mini`` is ``d1_mini`` is ``D1-Mini``."""
+    return name.lower().replace("_", "").replace("-", "")
+
+
 def _board_matches(target: Target, board: str) -> bool:
-    names = {target.name}
+    names = {target.name, PIO_TO_ARDUINO_BOARD.get(target.name, target.name)}
     if target.board:
         names |= {target.board, PIO_TO_ARDUINO_BOARD.get(target.board, target.board)}
-    return board in names
+    return _board_key(board) in {_board_key(n) for n in names}
 
 
-def map_exports(sketch_dir: Path, targets: Sequence[Target], explicit: Mapping[str, Path]) -> dict[str, Path]:
-    """target name -> image file: ``explicit`` (``--target T=FILE``) first, then each export whose
-    board matches a target's board id (or name). Raises UsageError when nothing maps, or when a
-    target matches two exports (then only ``--target T=FILE`` can say which)."""
-    known = {t.name for t in targets}
-    unknown = sorted(set(explicit) - known)
+def map_exports(sketch_dir: Path, targets: Sequence[Target], explicit: Mapping[str, Path],
+                selected: Sequence[str] = ()) -> dict[str, Path]:
+    """target name -> image file for every target, or only for those the user names (``selected``,
+    ``--target T``, and the keys of ``explicit``, ``--target T=FILE``). A named file wins; the
+    others are the export whose board matches the target's board id or name.
+
+    All or none: a wanted target without an export raises UsageError naming it (a release
+    silently missing a board is worse than no release), as does a target matching two exports
+    or one export matching two targets (then only ``--target T=FILE`` can say which)."""
+    known = [t.name for t in targets]
+    for name in selected:
+        if name not in known:
+            raise UsageError(f"--target {name}: no such target in the manifest (known: {', '.join(known)})")
+    unknown = sorted(set(explicit) - set(known))
     if unknown:
         raise UsageError(f"--target {unknown[0]}=...: no such target in the manifest "
                          f"(known: {', '.join(sorted(known))})")
+    named = set(selected) | set(explicit)
+    wanted = [t for t in targets if t.name in named] if named else list(targets)
     chosen: dict[str, Path] = dict(explicit)
     exports = find_exports(sketch_dir)
-    for target in targets:
+    missing: list[Target] = []
+    for target in wanted:
         if target.name in chosen:
             continue
         matches = [e for e in exports if _board_matches(target, e.board)]
@@ -123,11 +139,25 @@ def map_exports(sketch_dir: Path, targets: Sequence[Target], explicit: Mapping[s
                              f"pick one with --target {target.name}=FILE")
         if matches:
             chosen[target.name] = matches[0].firmware
-    if not chosen:
-        boards = ", ".join(sorted({e.board for e in exports})) or "none"
-        wanted = ", ".join(f"{t.name} (board {t.board or '?'})" for t in targets) or "none"
+        else:
+            missing.append(target)
+    if missing:
+        used = set(chosen.values())
+        boards = ", ".join(sorted({e.board for e in exports if e.firmware not in used})) or "none"
+        names = ", ".join(f"{t.name} (board {t.board or '?'})" for t in missing)
+        first = missing[0].name
+        only = " ".join(f"--target {name}" for name in chosen)
+        rest = f", or record only the others ({only})" if only else ""
         raise UsageError(
-            f"{sketch_dir}: no exported image matches a target (exports found for boards: {boards}; "
-            f"targets: {wanted}); export with Sketch > Export Compiled Binary or "
-            "`arduino-cli compile --export-binaries`, set the target's board, or pass --target T=FILE")
+            f"{sketch_dir}: no exported image matches target {names} (unused exports for boards: {boards}), "
+            f"so nothing was recorded; export it (Sketch > Export Compiled Binary or `arduino-cli compile "
+            f"--export-binaries`), set its board (`acrelease target set {first} --board BOARD`), "
+            f"name its file (--target {first}=FILE){rest}")
+    by_file: dict[Path, list[str]] = {}
+    for name, path in chosen.items():
+        by_file.setdefault(path.resolve(), []).append(name)
+    for path, names_of in by_file.items():
+        if len(names_of) > 1:
+            raise UsageError(f"{path}: is the image of targets {', '.join(names_of)} at once; name each "
+                             f"target's own file with --target {names_of[0]}=FILE")
     return chosen

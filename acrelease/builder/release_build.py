@@ -23,7 +23,7 @@ from acrelease.builder import arduino, platformio
 from acrelease.errors import BuildError, ImageError, UsageError, VersionError
 from acrelease.image import check_ota_image, contains_version, inspect_image
 from acrelease.manifest import Manifest, Target
-from acrelease.release import AddResult, ArtifactInput, add_release
+from acrelease.release import AddResult, ArtifactInput, add_release, check_release_terms
 from acrelease.versioning import Bump, next_version, parse_release_version
 
 
@@ -87,7 +87,9 @@ def decide_version(manifest: Manifest, explicit: str | None, bump: Bump | None) 
 
 
 def select_targets(manifest: Manifest, names: Sequence[str]) -> tuple[PlannedEnv, ...]:
-    """The targets to build: those named, else every target that names a PlatformIO env."""
+    """The targets to build: those named, else every target of the manifest. A release is built
+    for all its targets or for the subset the user names, so a target that cannot be built (no
+    PlatformIO env) is refused here, by name, rather than left out of the release in silence."""
     if names:
         planned = []
         for name in names:
@@ -104,6 +106,12 @@ def select_targets(manifest: Manifest, names: Sequence[str]) -> tuple[PlannedEnv
     if not planned:
         raise UsageError(f"{manifest.path}: no target names a PlatformIO env (env = \"...\"); "
                          "run `acrelease init --platformio` in the project, or use `acrelease collect`")
+    skipped = [t.name for t in manifest.targets if not t.env]
+    if skipped:
+        others = " ".join(f"--target {p.target.name}" for p in planned)
+        raise UsageError(f"{manifest.path}: target {', '.join(skipped)} names no PlatformIO env, so the release "
+                         f"would lack it; give it one (`acrelease target set {skipped[0]} --env ENV`) or build "
+                         f"only the others ({others}); nothing was built")
     return tuple(planned)
 
 
@@ -135,8 +143,8 @@ def build_release(
     version: str | None = None,
     bump: Bump | None = None,
     targets: Sequence[str] = (),
-    channel: str = manifest_mod.DEFAULT_CHANNEL,
-    notes: str = "",
+    channel: str | None = None,
+    notes: str | None = None,
     dry_run: bool = False,
     allow_missing_version: bool = False,
     project_dir: Path | None = None,
@@ -151,6 +159,7 @@ def build_release(
     manifest = manifest_mod.load(manifest_path)
     chosen = decide_version(manifest, version, bump)
     planned = select_targets(manifest, targets)
+    check_release_terms(manifest, chosen, planned[0].target, channel=channel, notes=notes)  # before minutes of pio
     project = platformio.read_project(project_dir or manifest.root, environ=environ)
     for plan in planned:
         if project.env(plan.env) is None:
@@ -191,15 +200,18 @@ def collect_release(
     sketch_dir: Path,
     version: str,
     *,
+    targets: Sequence[str] = (),
     explicit: Mapping[str, Path] | None = None,
-    channel: str = manifest_mod.DEFAULT_CHANNEL,
-    notes: str = "",
+    channel: str | None = None,
+    notes: str | None = None,
     allow_missing_version: bool = False,
 ) -> AddResult:
-    """Record the images an Arduino IDE / arduino-cli exported in ``sketch_dir`` as ``version``."""
+    """Record the images an Arduino IDE / arduino-cli exported in ``sketch_dir`` as ``version``:
+    for every target of the manifest, or only for those named in ``targets`` and ``explicit``
+    (target -> file); a target without its image refuses the whole release."""
     manifest = manifest_mod.load(manifest_path)
     chosen = parse_release_version(version)
-    mapping = arduino.map_exports(sketch_dir, manifest.targets, explicit or {})
+    mapping = arduino.map_exports(sketch_dir, manifest.targets, explicit or {}, targets)
     inputs = [ArtifactInput(target, path) for target, path in sorted(mapping.items())]
     return add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,
                        allow_missing_version=allow_missing_version)

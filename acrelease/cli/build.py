@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from acrelease import manifest
 from acrelease.builder import release_build
 from acrelease.builder.release_build import BuildEvent, BuildOutcome
-from acrelease.cli.common import JSON_OPTION, MANIFEST_OPTION, console, print_json
+from acrelease.cli.common import CHANNEL_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json
 from acrelease.errors import UsageError
 from acrelease.manifest import ArtifactRecord
 from acrelease.release import AddResult
@@ -34,9 +33,11 @@ VERSION_OPTION = typer.Option(None, "--version", help="The release's version (X.
 REQUIRED_VERSION_OPTION = typer.Option(..., "--version", help="The release's version (X.Y.Z).")
 BUMP_OPTION = typer.Option(None, "--bump", help=BUMP_HELP)
 BUILD_TARGETS_OPTION = typer.Option([], "--target", "-t", help="Build only this target (repeatable).")
-COLLECT_TARGETS_OPTION = typer.Option([], "--target", "-t", help="TARGET=FILE, for exports that do not map.")
-CHANNEL_OPTION = typer.Option(manifest.DEFAULT_CHANNEL, "--channel", help="Release channel.")
-NOTES_OPTION = typer.Option("", "--notes", help="Release notes.")
+COLLECT_TARGETS_OPTION = typer.Option(
+    [], "--target", "-t",
+    help="Record only this target (repeatable); TARGET=FILE also names its image, for exports that do not map.")
+CHANNEL_OPTION = typer.Option(None, "--channel", help=CHANNEL_HELP)
+NOTES_OPTION = typer.Option(None, "--notes", help="Release notes.")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Show the version and envs; build and write nothing.")
 ALLOW_MISSING_OPTION = typer.Option(False, "--allow-missing-version", help=ALLOW_MISSING_HELP)
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Show PlatformIO's output.")
@@ -122,8 +123,8 @@ def build(
     version: str | None = VERSION_OPTION,
     bump: str | None = BUMP_OPTION,
     target: list[str] = BUILD_TARGETS_OPTION,
-    channel: str = CHANNEL_OPTION,
-    notes: str = NOTES_OPTION,
+    channel: str | None = CHANNEL_OPTION,
+    notes: str | None = NOTES_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     allow_missing_version: bool = ALLOW_MISSING_OPTION,
     verbose: bool = VERBOSE_OPTION,
@@ -169,29 +170,39 @@ def version_command(
     console.print(f"current: {current or 'none yet'}\nnext:    {upcoming}")
 
 
-def _explicit(specs: list[str]) -> dict[str, Path]:
+def _collect_targets(specs: list[str]) -> tuple[list[str], dict[str, Path]]:
+    """``--target T`` (selected, its export found by board) and ``--target T=FILE`` (explicit)."""
+    selected: list[str] = []
     mapping: dict[str, Path] = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise UsageError(f"--target {spec}: expected TARGET=FILE, "
+        name = name.strip()
+        if not name or (sep and not file):
+            raise UsageError(f"--target {spec}: expected TARGET or TARGET=FILE, "
                              "e.g. --target d1mini=Blink.ino.d1_mini.bin")
-        mapping[name.strip()] = Path(file)
-    return mapping
+        if name in selected or name in mapping:
+            raise UsageError(f"--target {spec}: target {name} is named twice")
+        if sep:
+            mapping[name] = Path(file)
+        else:
+            selected.append(name)
+    return selected, mapping
 
 
 def collect(
     sketch_dir: Path = SKETCH_ARGUMENT,
     version: str = REQUIRED_VERSION_OPTION,
     target: list[str] = COLLECT_TARGETS_OPTION,
-    channel: str = CHANNEL_OPTION,
-    notes: str = NOTES_OPTION,
+    channel: str | None = CHANNEL_OPTION,
+    notes: str | None = NOTES_OPTION,
     allow_missing_version: bool = ALLOW_MISSING_OPTION,
     manifest_path: Path = MANIFEST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Record the OTA images an Arduino IDE or arduino-cli exported as release VERSION."""
-    added = release_build.collect_release(manifest_path, sketch_dir, version, explicit=_explicit(target),
+    """Record the OTA images an Arduino IDE or arduino-cli exported as release VERSION, for every
+    target (or only those named with --target); a target without its image stops the whole release."""
+    selected, explicit = _collect_targets(target)
+    added = release_build.collect_release(manifest_path, sketch_dir, version, targets=selected, explicit=explicit,
                                           channel=channel, notes=notes,
                                           allow_missing_version=allow_missing_version)
     if as_json:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from acrelease.manifest import MANIFEST_NAME
+from acrelease.manifest import DEFAULT_CHANNEL, MANIFEST_NAME
 
 console = Console(highlight=False)
 
@@ -20,6 +20,7 @@ MANIFEST_OPTION = typer.Option(
 )
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 CATALOG_HELP = "The catalog folder (env ACRELEASE_CATALOG)."
+CHANNEL_HELP = f"Release channel (default: {DEFAULT_CHANNEL}; a version already recorded keeps its own)."
 
 
 def resolve_catalog(flag: Path | None) -> Path | None:

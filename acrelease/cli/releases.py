@@ -13,7 +13,15 @@ from rich.table import Table
 from acrelease import chips, manifest
 from acrelease.catalog.history import load_current
 from acrelease.catalog.index import CatalogIndex
-from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json, resolve_catalog
+from acrelease.cli.common import (
+    CATALOG_HELP,
+    CHANNEL_HELP,
+    JSON_OPTION,
+    MANIFEST_OPTION,
+    console,
+    print_json,
+    resolve_catalog,
+)
 from acrelease.errors import UsageError
 from acrelease.image import ImageInfo
 from acrelease.manifest import Manifest, Target
@@ -51,13 +59,78 @@ def init(
                   + ", ".join(f"{t.name} ({t.chip.key if t.chip else 'chip from first image'})" for t in targets))
 
 
+def _target_changes(chip: str | None, board: str | None, env: str | None,
+                    filesystem: bool | None) -> dict[str, str | bool | None]:
+    """The options given, as manifest keys; ``""`` clears a key. A chip is written under its
+    canonical key when acrelease knows it; otherwise as given, for the manifest's own check to
+    refuse with the known chips."""
+    changes: dict[str, str | bool | None] = {}
+    if chip is not None:
+        known = chips.lookup(chip) if chip else None
+        changes["chip"] = known.key if known else (chip or None)
+    for key, value in (("board", board), ("env", env)):
+        if value is not None:
+            changes[key] = value or None
+    if filesystem is not None:
+        changes["filesystem"] = filesystem
+    return changes
+
+
+CHIP_OPTION = typer.Option(None, "--chip", help='The chip, e.g. esp8266, esp32s3 ("" = learn it from the first image).')
+BOARD_OPTION = typer.Option(None, "--board", help='Board id (PlatformIO board or the FQBN\'s board part; "" clears).')
+ENV_OPTION = typer.Option(None, "--env", help='The PlatformIO env `acrelease build` runs ("" clears).')
+FILESYSTEM_OPTION = typer.Option(None, "--filesystem/--no-filesystem",
+                                 help="Whether the target ships a filesystem image (pio run -t buildfs).")
+
+
+def _say_target(action: str, name: str, edit: manifest.PendingEdit) -> None:
+    target = edit.manifest.target(name)
+    assert target is not None
+    console.print(f"{action} target [bold]{name}[/] in {edit.path}: chip {target.chip.key if target.chip else '?'}, "
+                  f"board {target.board or '-'}, env {target.env or '-'}, "
+                  f"filesystem {'yes' if target.filesystem else 'no'}")
+
+
+def target_add(
+    spec: str = typer.Argument(..., help="NAME or NAME:CHIP, e.g. d1mini:esp8266."),
+    board: str | None = BOARD_OPTION,
+    env: str | None = ENV_OPTION,
+    filesystem: bool | None = FILESYSTEM_OPTION,
+    manifest_path: Path = MANIFEST_OPTION,
+) -> None:
+    """Add a target (a board / PlatformIO env) to releases.toml."""
+    name, _, chip = spec.partition(":")
+    edit = manifest.plan_target(manifest_path, name.strip(), _target_changes(chip or None, board, env, filesystem),
+                                create=True)
+    edit.write()
+    _say_target("Added", name.strip(), edit)
+
+
+def target_set(
+    name: str = typer.Argument(..., help="The target to change."),
+    chip: str | None = CHIP_OPTION,
+    board: str | None = BOARD_OPTION,
+    env: str | None = ENV_OPTION,
+    filesystem: bool | None = FILESYSTEM_OPTION,
+    manifest_path: Path = MANIFEST_OPTION,
+) -> None:
+    """Change a target's chip, board, env or filesystem; the rest of releases.toml stays as it is."""
+    changes = _target_changes(chip, board, env, filesystem)
+    if not changes:
+        raise UsageError(f"target set {name}: nothing to set; give --chip, --board, --env or "
+                         "--filesystem/--no-filesystem")
+    edit = manifest.plan_target(manifest_path, name, changes)
+    edit.write()
+    _say_target("Changed", name, edit)
+
+
 def add(
     version: str = typer.Argument(..., help="The release's semantic version, e.g. 1.2.0."),
     firmware: Path = typer.Argument(..., help="The OTA firmware image (.bin, .bin.gz, .bin.signed)."),
     target: str = typer.Option(..., "--target", "-t", help="The target (board) this image is for."),
     fs: Path | None = typer.Option(None, "--fs", help="The target's filesystem image (LittleFS/SPIFFS/FAT)."),
-    channel: str = typer.Option(manifest.DEFAULT_CHANNEL, "--channel", help="Release channel."),
-    notes: str = typer.Option("", "--notes", help="Release notes."),
+    channel: str | None = typer.Option(None, "--channel", help=CHANNEL_HELP),
+    notes: str | None = typer.Option(None, "--notes", help="Release notes."),
     allow_missing_version: bool = typer.Option(
         False, "--allow-missing-version", help="Record the image even though the version string is not in it."),
     manifest_path: Path = MANIFEST_OPTION,
@@ -183,6 +256,10 @@ def inspect(
 
 
 def register(app: typer.Typer) -> None:
+    target_app = typer.Typer(help="Add or change the targets (boards) of releases.toml.", no_args_is_help=True)
+    target_app.command("add")(target_add)
+    target_app.command("set")(target_set)
+    app.add_typer(target_app, name="target")
     app.command()(init)
     app.command()(add)
     app.command("list")(list_releases)

@@ -5,9 +5,10 @@ Reading goes through :func:`load`, which turns the file into frozen dataclasses 
 (``releases.toml: releases[2].version: "1.2" is not a semantic version ...``). Files named by
 the manifest are checked against their recorded size and hashes.
 
-Writing goes through tomlkit (:func:`init_manifest`, :func:`record_artifacts`,
-:func:`set_target_chip`), so a user's comments and layout survive every edit, and the file is
-replaced atomically.
+Writing goes through tomlkit (:func:`init_manifest`, :func:`plan_release`, :func:`plan_target`),
+so a user's comments and layout survive every edit. An edit builds the complete new text in
+memory and validates it with the same checks as :func:`load` before anything is written
+(:class:`PendingEdit`); the file is then replaced atomically. docs/manifest.md documents every key.
 
 Schema::
 
@@ -39,8 +40,16 @@ Schema::
     version_found = true
 """
 
-from acrelease.manifest.edit import add_targets, init_manifest, record_artifacts, set_target_chip
-from acrelease.manifest.load import load
+from acrelease.manifest.edit import (
+    PendingEdit,
+    add_targets,
+    init_manifest,
+    plan_release,
+    plan_target,
+    record_artifacts,
+    set_target_chip,
+)
+from acrelease.manifest.load import KNOWN_KEYS, Problem, load, validate
 from acrelease.manifest.model import (
     DEFAULT_CHANNEL,
     DEFAULT_DEFINE,
@@ -55,15 +64,21 @@ from acrelease.manifest.model import (
 __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_DEFINE",
+    "KNOWN_KEYS",
     "MANIFEST_NAME",
     "ArtifactRecord",
     "Manifest",
+    "PendingEdit",
+    "Problem",
     "Release",
     "Target",
     "add_targets",
     "file_digests",
     "init_manifest",
     "load",
+    "plan_release",
+    "plan_target",
     "record_artifacts",
     "set_target_chip",
+    "validate",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +28,28 @@ from acrelease.manifest.model import (
 from acrelease.versioning import parse_release_version
 
 
-class _Problems:
-    """Collects problems, each prefixed with the file name and a TOML path."""
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a manifest: where (a TOML path such as ``releases[2].version``, empty
+    for the file as a whole) and what."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.items: list[str] = []
+    at: str
+    message: str
+
+
+class _Problems:
+    """Collects problems, each with its TOML path."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
 
     def add(self, path: str, message: str) -> None:
-        self.items.append(f"{self.where}: {path}: {message}" if path else f"{self.where}: {message}")
+        self.items.append(Problem(path, message))
+
+
+def render(where: Path | str, problems: Iterable[Problem]) -> list[str]:
+    """``file: toml.path: message`` lines, as the CLI prints them."""
+    return [f"{where}: {p.at}: {p.message}" if p.at else f"{where}: {p.message}" for p in problems]
 
 
 def load(path: Path, *, verify_files: bool = True) -> Manifest:
@@ -47,15 +62,47 @@ def load(path: Path, *, verify_files: bool = True) -> Manifest:
                             "`acrelease init --name NAME --target TARGET:CHIP`") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{where}: cannot read the manifest ({exc})") from None
+    manifest, problems = validate(text, path, verify_files=verify_files)
+    if manifest is None or problems:
+        raise ManifestError(render(where, problems))
+    return manifest
+
+
+def validate(text: str, path: Path, *, verify_files: bool) -> tuple[Manifest | None, tuple[Problem, ...]]:
+    """The one validation of a manifest's text, for :func:`load` and for every edit (which checks
+    the complete new text this way before it writes anything). ``path`` is where the text lives or
+    will live: files are resolved against its folder. The manifest is ``None`` only when the text
+    is not TOML at all."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{where}: not valid TOML: {exc}") from None
-    problems = _Problems(where)
+        return None, (Problem("", f"not valid TOML: {exc}"),)
+    problems = _Problems()
     manifest = _parse(doc, path, problems, verify_files)
-    if problems.items:
-        raise ManifestError(problems.items)
-    return manifest
+    return manifest, tuple(problems.items)
+
+
+# Every key the manifest knows, per kind of table (docs/manifest.md documents each one); any
+# other key is a typo that would otherwise be ignored silently (`chipp = "esp8266"`).
+KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
+    "": ("project", "targets", "releases"),
+    "project": ("name", "version_define"),
+    "targets": ("name", "chip", "env", "board", "filesystem"),
+    "releases": ("version", "channel", "date", "notes", "allow_missing_version", "artifacts"),
+    "artifact": ("file", "size", "md5", "sha256", "chip", "format", "flash_size", "version_found"),
+}
+
+
+def _closest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else f"known keys: {', '.join(known)}"
+
+
+def _unknown_keys(table: Mapping[str, Any], at: str, kind: str, problems: _Problems) -> None:
+    known = KNOWN_KEYS[kind]
+    for key in table:
+        if key not in known:
+            problems.add(f"{at}.{key}" if at else key, f'unknown key "{key}" ({_closest(key, known)})')
 
 
 def _string(value: Any, path: str, problems: _Problems, *, required: bool = True) -> str | None:
@@ -65,6 +112,10 @@ def _string(value: Any, path: str, problems: _Problems, *, required: bool = True
         return None
     if not isinstance(value, str):
         problems.add(path, f"expected a string, got {type(value).__name__}")
+        return None
+    if not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value):
+        # Undecodable bytes from the command line (surrogate escapes): UTF-8 TOML cannot hold them.
+        problems.add(path, f"{value!r} holds bytes that are not UTF-8 text (the manifest is UTF-8)")
         return None
     return value
 
@@ -77,9 +128,18 @@ def _name(value: Any, path: str, problems: _Problems) -> str | None:
     return name
 
 
+def _flag(value: Any, path: str, problems: _Problems) -> bool:
+    if not isinstance(value, bool):
+        problems.add(path, "expected true or false")
+        return False
+    return value
+
+
 def _parse(doc: dict[str, Any], path: Path, problems: _Problems, verify_files: bool) -> Manifest:
+    _unknown_keys(doc, "", "", problems)
     project_doc = doc.get("project")
     if isinstance(project_doc, dict):
+        _unknown_keys(project_doc, "project", "project", problems)
         project = _name(project_doc.get("name"), "project.name", problems) or ""
         if project and not layout.valid_project(project):
             problems.add("project.name", f'"{project}" is reserved: the server routes /{project}/...; '
@@ -123,6 +183,7 @@ def _parse_targets(targets_doc: Any, problems: _Problems) -> list[Target]:
         if not isinstance(tdoc, dict):
             problems.add(at, "expected a table")
             continue
+        _unknown_keys(tdoc, at, "targets", problems)
         name = _name(tdoc.get("name"), f"{at}.name", problems)
         chip: Chip | None = None
         chip_text = _string(tdoc.get("chip"), f"{at}.chip", problems, required=False)
@@ -132,10 +193,7 @@ def _parse_targets(targets_doc: Any, problems: _Problems) -> list[Target]:
                 problems.add(f"{at}.chip", f'unknown chip "{chip_text}" (known: {chips.known_keys()})')
         env = _string(tdoc.get("env"), f"{at}.env", problems, required=False)
         board = _string(tdoc.get("board"), f"{at}.board", problems, required=False)
-        filesystem = tdoc.get("filesystem", False)
-        if not isinstance(filesystem, bool):
-            problems.add(f"{at}.filesystem", "expected true or false")
-            filesystem = False
+        filesystem = _flag(tdoc.get("filesystem", False), f"{at}.filesystem", problems)
         if name is None:
             continue
         if any(t.name == name for t in targets):
@@ -150,6 +208,7 @@ def _parse_release(rdoc: Any, at: str, targets: Mapping[str, Target], root: Path
     if not isinstance(rdoc, dict):
         problems.add(at, "expected a table")
         return None
+    _unknown_keys(rdoc, at, "releases", problems)
     version_text = _string(rdoc.get("version"), f"{at}.version", problems)
     version = None
     if version_text is not None:
@@ -160,7 +219,7 @@ def _parse_release(rdoc: Any, at: str, targets: Mapping[str, Target], root: Path
     channel = _name(rdoc.get("channel", DEFAULT_CHANNEL), f"{at}.channel", problems)
     date = _string(rdoc.get("date", ""), f"{at}.date", problems)
     notes = _string(rdoc.get("notes", ""), f"{at}.notes", problems)
-    allow_missing = rdoc.get("allow_missing_version", False)
+    allow_missing = _flag(rdoc.get("allow_missing_version", False), f"{at}.allow_missing_version", problems)
     artifacts: dict[str, dict[str, ArtifactRecord]] = {}
     adoc = rdoc.get("artifacts", {})
     if not isinstance(adoc, dict):
@@ -177,16 +236,22 @@ def _parse_release(rdoc: Any, at: str, targets: Mapping[str, Target], root: Path
             continue
         for kind, record_doc in kinds.items():
             if kind not in ARTIFACT_KINDS:
-                problems.add(f"{tat}.{kind}", f'unknown artifact kind (expected {" or ".join(ARTIFACT_KINDS)})')
+                problems.add(f"{tat}.{kind}", f'unknown artifact kind "{kind}" ({_closest(kind, ARTIFACT_KINDS)}; '
+                                              f'expected {" or ".join(ARTIFACT_KINDS)})')
                 continue
             record = _parse_record(kind, record_doc, f"{tat}.{kind}", root, problems, verify_files)
+            declared = targets[target_name].chip
+            if record is not None and declared is not None and chips.lookup(record.chip) not in (None, declared):
+                problems.add(f"{tat}.{kind}.chip", f'the image is for {record.chip} but target "{target_name}" is '
+                                                   f"{declared.key}; a target's chip cannot change once it has "
+                                                   "releases: add a new target for the other chip")
             if record is not None:
                 artifacts.setdefault(target_name, {})[kind] = record
     if not artifacts and adoc == {}:
         problems.add(f"{at}.artifacts", "a release needs at least one target's firmware")
     if version is None or channel is None:
         return None
-    return Release(version, channel, date or "", notes or "", artifacts, bool(allow_missing))
+    return Release(version, channel, date or "", notes or "", artifacts, allow_missing)
 
 
 def _parse_record(kind: str, doc: Any, at: str, root: Path, problems: _Problems,
@@ -194,6 +259,7 @@ def _parse_record(kind: str, doc: Any, at: str, root: Path, problems: _Problems,
     if not isinstance(doc, dict):
         problems.add(at, "expected a table")
         return None
+    _unknown_keys(doc, at, "artifact", problems)  # reported, but no reason to distrust the record
     before = len(problems.items)
     file = _string(doc.get("file"), f"{at}.file", problems)
     md5 = _string(doc.get("md5"), f"{at}.md5", problems)
@@ -206,11 +272,11 @@ def _parse_record(kind: str, doc: Any, at: str, root: Path, problems: _Problems,
     flash_size = doc.get("flash_size")
     if flash_size is not None and not isinstance(flash_size, int):
         problems.add(f"{at}.flash_size", "expected an integer")
+    version_found = _flag(doc.get("version_found", True), f"{at}.version_found", problems)
     if len(problems.items) > before:
         return None
     assert file and md5 and sha256 and chip and fmt and isinstance(size, int)
-    record = ArtifactRecord(kind, file, size, md5.lower(), sha256.lower(), chip, fmt, flash_size,
-                            bool(doc.get("version_found", True)))
+    record = ArtifactRecord(kind, file, size, md5.lower(), sha256.lower(), chip, fmt, flash_size, version_found)
     if verify_files:
         _verify_file(record, at, root, problems)
     return record

@@ -98,7 +98,7 @@ def test_explicit_target_for_an_unmatched_board(tmp_path: Path) -> None:
     folder = sketch(tmp_path)
     odd = write(folder / "Blink.ino.generic.bin", esp8266_image("1.1.0"))
     path = manifest_in(tmp_path)
-    with pytest.raises(UsageError, match="no exported image matches a target"):
+    with pytest.raises(UsageError, match="no exported image matches target d1mini .board d1_mini., esp32dev"):
         collect_release(path, folder, "1.1.0")
     added = collect_release(path, folder, "1.1.0", explicit={"d1mini": odd})
     assert added.added_targets == ("d1mini",)

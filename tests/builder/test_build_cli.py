@@ -80,5 +80,7 @@ def test_collect_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
                                       "--target", "d1mini=Blink/Blink.ino.generic.bin", "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["targets"]["d1mini"]["firmware"]["version_found"] is True
-    bad = runner.invoke(make_app(), ["collect", "Blink", "--version", "2.0.1", "--target", "d1mini"])
-    assert "expected TARGET=FILE" in str(bad.exception)
+    bad = runner.invoke(make_app(), ["collect", "Blink", "--version", "2.0.1", "--target", "d1mini="])
+    assert "expected TARGET or TARGET=FILE" in str(bad.exception)
+    unmapped = runner.invoke(make_app(), ["collect", "Blink", "--version", "2.0.1", "--target", "d1mini"])
+    assert "no exported image matches target d1mini" in str(unmapped.exception)
