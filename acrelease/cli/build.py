@@ -11,20 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
 from acrelease import manifest
 from acrelease.builder import release_build
 from acrelease.builder.release_build import BuildEvent, BuildOutcome
-from acrelease.cli.common import JSON_OPTION, MANIFEST_OPTION, console, print_json
+from acrelease.cli.common import JSON_OPTION, MANIFEST_OPTION, console, make_console, print_json
 from acrelease.errors import UsageError
 from acrelease.manifest import ArtifactRecord
 from acrelease.release import AddResult
 from acrelease.versioning import BUMPS, Bump
 
-progress_console = Console(stderr=True, highlight=False)
+progress_console = make_console(stderr=True)
 
 BUMP_HELP = f"Bump the newest release's version: {' | '.join(BUMPS)} (default: patch)."
 ALLOW_MISSING_HELP = "Record images that do not contain the version string."
