@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,58 @@ def test_tls_mismatched_and_encrypted_keys_are_one_line(tmp_path: Path, pem: dic
     # an encrypted key would make OpenSSL prompt for a passphrase: refused instead (stdin is not read)
     one_error(serve(tmp_path, "--tls-cert", str(pem["locked_cert"]), "--tls-key", str(pem["locked_key"])), 8,
               f"--tls-key {pem['locked_key']}", "encrypted")
+
+
+def test_the_manifest_is_read_with_a_bound(project: Path, odd_paths: dict[str, Path]) -> None:
+    fifo = odd_paths["a named pipe (FIFO)"]
+    one_error(run(project, "list", "--manifest", str(fifo), timeout=30), 3, str(fifo), "is a named pipe")
+    one_error(run(project, "list", "-m", "/dev/zero", timeout=30), 3, "/dev/zero", "is a character device")
+
+
+# -- interrupted, and a reader that leaves ------------------------------------------------------
+
+def _waits_on_stdin(pid: int) -> bool:
+    try:
+        return "pipe" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(tmp_path: Path, as_json: bool) -> None:
+    file = tmp_path / "devices.auth"
+    process = clirun.popen("auth", "add", "fleet", "--file", str(file), *(["--json"] if as_json else []),
+                           cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _waits_on_stdin(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _waits_on_stdin(process.pid):
+            pytest.skip("cannot tell (no /proc wchan) when the command waits for the password on stdin")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130 and out == "" and "Traceback" not in err
+    if as_json:
+        assert json.loads(err) == {"error": "interrupted", "problems": ["interrupted"], "kind": "interrupted",
+                                   "exit_code": 130}
+    else:
+        assert err.strip().splitlines() == ["acrelease: error: interrupted"]
+    assert not file.exists()
+
+
+def test_a_reader_that_left_is_no_traceback(tmp_path: Path) -> None:
+    """``acrelease list | head -1`` once head has gone: stdout is a pipe nobody reads (EPIPE)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before anything was written
+    try:
+        process = clirun.popen("template", "--json", "releases.toml", cwd=tmp_path, stdout=write_end,
+                               stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and err == ""
