@@ -333,3 +333,13 @@ def test_a_reader_that_left_is_no_traceback(tmp_path: Path) -> None:
         os.close(write_end)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1 and err == ""
+
+
+def test_paths_print_as_typed_not_as_markup(tmp_path: Path) -> None:
+    manifest = "rel[bold]eases/[red]releases.toml"
+    (tmp_path / "rel[bold]eases").mkdir()
+    init = run(tmp_path, "init", "--name", "demo", "--target", "d1mini:esp8266", "-m", manifest)
+    assert init.returncode == 0 and f"Wrote {manifest}: project demo" in init.stdout, init.stdout
+    (tmp_path / "fw.bin").write_bytes(esp8266_image("1.0.0"))
+    add = run(tmp_path, "add", "1.0.0", "fw.bin", "--target", "d1mini", "-m", manifest)
+    assert add.stdout.splitlines() == [f"Recorded 1.0.0 for d1mini in {manifest}"], add.stdout

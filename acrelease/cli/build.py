@@ -151,7 +151,7 @@ def build(
         fs = " + filesystem" if built.filesystem else ""
         console.print(f"  {built.target}: {built.chip} {built.firmware_format} "
                       f"{built.firmware_size} B{fs}{missing}")
-    console.print(f"Recorded {outcome.version} in {manifest_path} "
+    console.print(f"Recorded {outcome.version} in {escape(str(manifest_path))} "
                   f"(dist/{outcome.version}/); publish it with `acrelease publish`", soft_wrap=True)
 
 
@@ -196,7 +196,7 @@ def collect(
     if as_json:
         print_json(_added_json(added))
     elif added.changed:
-        console.print(f"Recorded {added.version} for {', '.join(added.added_targets)} in {manifest_path}")
+        console.print(f"Recorded {added.version} for {', '.join(added.added_targets)} in {escape(str(manifest_path))}")
     else:
         console.print(f"{added.version} is already recorded with these bytes; nothing to do")
 

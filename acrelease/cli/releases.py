@@ -79,7 +79,8 @@ def add(
                     "targets": {t: {k: asdict(r) for k, r in kinds.items()}
                                 for t, kinds in result.release.artifacts.items()}})
     elif result.changed:
-        console.print(f"Recorded {result.version} for {', '.join(result.added_targets)} in {manifest_path}")
+        console.print(f"Recorded {result.version} for {', '.join(result.added_targets)} in "
+                      f"{escape(str(manifest_path))}")
     else:
         console.print(f"{result.version} for {target} is already recorded with these bytes; nothing to do")
 
@@ -115,8 +116,9 @@ def list_releases(
     for row in rows:
         published = {None: "?", True: "yes", False: "no"}[row["published"]]
         fs_size = row["filesystem_size"]
-        table.add_row(row["version"], row["channel"], row["date"], row["target"],
-                      f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
+        cells = (row["version"], row["channel"], row["date"], row["target"],
+                 f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
+        table.add_row(*(escape(cell) for cell in cells))  # the manifest's text, never markup
     if not rows:
         console.print("No releases yet: record one with `acrelease add VERSION FILE --target T`.")
         return
