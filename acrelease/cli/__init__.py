@@ -79,10 +79,10 @@ def _path_in(command: object, args: Sequence[str]) -> str:
     path = [PROG]
     for token in args:
         commands = getattr(command, "commands", None)
-        if not commands or token.startswith("-"):
-            if commands and token.startswith("-"):
-                continue  # an option of a group (--version) before the command's name
-            break
+        if not commands:
+            break  # a command, not a group: the rest are its arguments
+        if token.startswith("-"):
+            continue  # an option of the group (--version) before the command's name
         if token not in commands:
             break
         command = commands[token]
