@@ -38,8 +38,9 @@ from acrelease.chips import Chip
 from acrelease.errors import ImageError, ManifestError, UsageError, VersionError
 from acrelease.image import AppDescriptor, contains_version, inspect_image
 from acrelease.image.versions import semver_strings
+from acrelease.inputs import InputProblem, read_regular
 from acrelease.manifest import Manifest, Target, file_digests
-from acrelease.release import DIST_DIR, AddResult, ArtifactInput, add_release
+from acrelease.release import DIST_DIR, MAX_IMAGE, AddResult, ArtifactInput, add_release
 from acrelease.versioning import MAX_VERSION_LENGTH, parse_release_version
 
 ARDUINO_DESCRIPTOR_PROJECT = "arduino-lib-builder"
@@ -115,7 +116,7 @@ def plan_import(source: Path, manifest_path: Path, *, project: str | None = None
     if manifest is None and not layout.valid_project(name):
         problems.append(f'--name {name}: not a valid project name ({layout.NAME_RULE}; not "update")')
     skipped: list[str] = []
-    single = source.is_file()
+    single = source.exists() and not source.is_dir()
     if (version is not None or target is not None) and not single:
         raise UsageError(f"{source}: --version and --target apply to one FILE; for a folder they come from "
                          "the file names, the images and the sub-folders")
@@ -168,20 +169,20 @@ def record(plan: ImportPlan, *, allow_missing_version: bool = False) -> ImportRe
 
 def _candidates(source: Path, skipped: list[str]) -> Iterator[tuple[Path, str | None]]:
     """(file, target named by its sub-folder or None) for every file of ``source``, one level deep."""
-    if source.is_file():
-        yield source, None
-        return
-    if not source.is_dir():
+    if not source.exists():
         raise UsageError(f"{source}: no such file or folder; name the folder updateserver.py served (--catalog)")
+    if not source.is_dir():
+        yield source, None  # one file; what is not a regular file is said when it is read
+        return
     for entry in _listdir(source):
         if entry.is_dir():
             for inner in _listdir(entry):
                 if inner.is_dir():
                     skipped.append(f"{inner}: skipped: folders deeper than one level are not imported "
                                    f"(import it on its own: acrelease import {inner} --name PROJECT)")
-                elif inner.is_file():
+                else:
                     yield inner, entry.name
-        elif entry.is_file():
+        else:
             yield entry, None
 
 
@@ -196,11 +197,14 @@ def _listdir(folder: Path) -> list[Path]:
 def _examine(path: Path, target: str | None, version: semver.Version | None, manifest: Manifest | None,
              allow_missing_version: bool, project: str, skipped: list[str], problems: list[str]) -> Image | None:
     try:
-        data = path.read_bytes()
-        mtime = path.stat().st_mtime
-    except OSError as exc:
-        problems.append(f"{path}: cannot be read ({exc.strerror}); fix its permissions or move it out")
+        data, info_stat = read_regular(path, MAX_IMAGE)  # bounded: a FIFO or a device is skipped, not a hang
+    except InputProblem as exc:
+        if exc.kind is not None:
+            skipped.append(f"{path}: skipped: {exc}")
+        else:
+            problems.append(f"{path}: {exc}; fix its permissions or move it out")
         return None
+    mtime = info_stat.st_mtime
     try:
         info = inspect_image(data)
     except ImageError as exc:

@@ -22,9 +22,13 @@ from acrelease.chips import Chip
 from acrelease.errors import ImageError, ManifestError, VersionError
 from acrelease.fsutil import replacing
 from acrelease.image import ImageInfo, check_ota_image, contains_version, inspect_filesystem, inspect_image
+from acrelease.image.formats import FLASH_SIZES
+from acrelease.inputs import read_input
 from acrelease.manifest import ArtifactRecord, Manifest, Release, Target, file_digests
 
 DIST_DIR = "dist"
+# No image is larger than the largest flash an image header can declare (ESP32 family, 128 MiB).
+MAX_IMAGE = max(max(sizes.values()) for sizes in FLASH_SIZES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +62,9 @@ def version_hint(define: str) -> str:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image file") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
+    """A firmware or filesystem image the user named, bounded (``/dev/zero`` is one line, not a hang)."""
+    return read_input(path, what="an image file", limit=MAX_IMAGE, error=ImageError,
+                      hint="pass the image file itself (.bin, .bin.gz, .bin.signed)")
 
 
 def read_image(path: Path) -> tuple[bytes, ImageInfo]:

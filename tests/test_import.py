@@ -216,3 +216,20 @@ def test_a_failure_while_recording_undoes_the_import(tmp_path: Path, monkeypatch
     assert len(calls) == 3
     assert (tmp_path / "releases.toml").read_bytes() == before
     assert dist_files(tmp_path) == files
+
+
+def test_import_json_and_a_fifo_in_the_folder(tmp_path: Path) -> None:
+    """A FIFO among the images is skipped with one line (read with a bound, never a hang), and
+    `--json` reports what was recorded for scripts."""
+    import os
+
+    ota = tmp_path / "ota"
+    write(ota / "d1mini" / "fw-1.0.0.bin", ESP8266_100)
+    os.mkfifo(ota / "d1mini" / "pipe.bin")
+    done = clirun.run("import", "ota", "--name", "demo", "--json", cwd=tmp_path, timeout=30)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["recorded"] == [{"version": "1.0.0", "target": "d1mini", "file": "ota/d1mini/fw-1.0.0.bin",
+                                   "version_from": report["recorded"][0]["version_from"],
+                                   "version_in_image": True}]
+    assert report["changed"] is True and len(report["skipped"]) == 1 and "pipe.bin" in report["skipped"][0]

@@ -19,11 +19,13 @@ from typing import Generic, TypeVar
 
 from acrelease.errors import AccessError
 from acrelease.fsutil import write_atomic
+from acrelease.inputs import MIB, InputProblem, read_regular
 
 __all__ = ["AccessError", "WatchedFile", "read_file", "write_atomically"]
 
 log = logging.getLogger("acrelease.access")
 T = TypeVar("T")
+MAX_ACCESS_FILE = 16 * MIB  # 100,000 credential lines or MACs are a few MiB
 Signature = tuple[int, int, int, int, int]
 
 
@@ -32,14 +34,17 @@ def _signature(st: os.stat_result) -> Signature:
 
 
 def read_file(path: Path, what: str) -> tuple[bytes, Signature]:
-    """The bytes of ``path`` and the signature of what was read; raises :class:`AccessError`."""
+    """The bytes of ``path`` and the signature of what was read; raises :class:`AccessError`.
+
+    Bounded, and a device, FIFO or folder is refused at once (``acrelease/inputs.py``); the
+    signature comes from ``fstat`` of the open file, so it describes the bytes read even if
+    the file is replaced now.
+    """
     try:
-        with open(path, "rb") as handle:
-            # fstat the open file: the signature describes the bytes we read, even if it is replaced now.
-            signature = _signature(os.fstat(handle.fileno()))
-            return handle.read(), signature
-    except OSError as exc:
-        raise AccessError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+        data, info = read_regular(path, MAX_ACCESS_FILE)
+    except InputProblem as refused:
+        raise AccessError(f"{path}: cannot read the {what}: {refused.problem}") from None
+    return data, _signature(info)
 
 
 class WatchedFile(Generic[T]):

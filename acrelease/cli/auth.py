@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from acrelease import access
+from acrelease.cli.common import JSON_OPTION, print_json
 from acrelease.errors import UsageError
 
 FILE_OPTION = typer.Option(..., "--file", "-f", help="The credentials file (created 0600 by 'add').")
@@ -38,26 +39,36 @@ def _read_password(user: str) -> str:
 
 
 @auth_app.command("add")
-def add(user: str = USER_ARGUMENT, file: Path = FILE_OPTION) -> None:
+def add(user: str = USER_ARGUMENT, file: Path = FILE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Add a user, or set a user's password (read from stdin)."""
     problem = access.valid_user(user)
     if problem:
         raise UsageError(f"bad user name {user!r}: {problem}")
     new = access.add_user(file, user, _read_password(user))
+    if as_json:
+        print_json({"file": str(file), "user": user, "added": new, "changed": True})
+        return
     print(f"{'Added user' if new else 'Changed the password of'} {user} in {file}")
 
 
 @auth_app.command("remove")
-def remove(user: str = USER_ARGUMENT, file: Path = FILE_OPTION) -> None:
+def remove(user: str = USER_ARGUMENT, file: Path = FILE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Remove a user."""
     access.remove_user(file, user)
+    if as_json:
+        print_json({"file": str(file), "user": user, "removed": True})
+        return
     print(f"Removed user {user} from {file}")
 
 
 @auth_app.command("list")
-def list_(file: Path = FILE_OPTION) -> None:
+def list_(file: Path = FILE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """List the user names (one per line)."""
-    for user in access.list_users(file):
+    users = access.list_users(file)
+    if as_json:
+        print_json({"file": str(file), "users": users})
+        return
+    for user in users:
         print(user)
 
 

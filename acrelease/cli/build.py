@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
 from acrelease.builder import release_build
 from acrelease.builder.release_build import BuildEvent, BuildOutcome
-from acrelease.cli.common import CHANNEL_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json
+from acrelease.cli.common import CHANNEL_HELP, JSON_OPTION, MANIFEST_OPTION, console, make_console, print_json
 from acrelease.errors import UsageError
 from acrelease.manifest import ArtifactRecord
 from acrelease.release import AddResult
 from acrelease.versioning import BUMPS, Bump
 
-progress_console = Console(stderr=True, highlight=False)
+progress_console = make_console(stderr=True)
 
 BUMP_HELP = f"Bump the newest release's version: {' | '.join(BUMPS)} (default: patch)."
 ALLOW_MISSING_HELP = "Record images that do not contain the version string."
@@ -153,7 +152,7 @@ def build(
         fs = " + filesystem" if built.filesystem else ""
         console.print(f"  {built.target}: {built.chip} {built.firmware_format} "
                       f"{built.firmware_size} B{fs}{missing}")
-    console.print(f"Recorded {outcome.version} in {manifest_path} "
+    console.print(f"Recorded {outcome.version} in {escape(str(manifest_path))} "
                   f"(dist/{outcome.version}/); publish it with `acrelease publish`", soft_wrap=True)
 
 
@@ -208,7 +207,7 @@ def collect(
     if as_json:
         print_json(_added_json(added))
     elif added.changed:
-        console.print(f"Recorded {added.version} for {', '.join(added.added_targets)} in {manifest_path}")
+        console.print(f"Recorded {added.version} for {', '.join(added.added_targets)} in {escape(str(manifest_path))}")
     else:
         console.print(f"{added.version} is already recorded with these bytes; nothing to do")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from acrelease.cli.common import MANIFEST_OPTION, console
+from acrelease.cli.common import JSON_OPTION, MANIFEST_OPTION, console, print_json
 from acrelease.errors import ManifestError
 from acrelease.importer import plan_import, record
 from acrelease.versioning import parse_release_version
@@ -20,6 +20,7 @@ def import_(
     allow_missing_version: bool = typer.Option(
         False, "--allow-missing-version", help="Record images whose version string is not in them (marked)."),
     manifest_path: Path = MANIFEST_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Record a folder of images (as updateserver.py serves it) as releases.
 
@@ -28,11 +29,19 @@ def import_(
     plan = plan_import(source, manifest_path, project=name,
                        version=parse_release_version(version) if version is not None else None,
                        target=target, allow_missing_version=allow_missing_version)
-    for line in plan.skipped:
-        console.print(line, markup=False, soft_wrap=True)
+    if not as_json:
+        for line in plan.skipped:
+            console.print(line, markup=False, soft_wrap=True)
     if plan.problems:
         raise ManifestError((*plan.problems, f"nothing was recorded in {manifest_path}"))
     result = record(plan, allow_missing_version=allow_missing_version)
+    if as_json:
+        print_json({"manifest": str(manifest_path), "project": plan.project, "changed": result.changed,
+                    "skipped": list(plan.skipped),
+                    "recorded": [{"version": str(i.version), "target": i.target, "file": str(i.source),
+                                  "version_from": i.how, "version_in_image": i.version_found}
+                                 for i in sorted(plan.images, key=lambda i: (i.version, i.target))]})
+        return
     if not result.changed:
         console.print(f"Every image is already recorded in {manifest_path}; nothing to do", markup=False)
         return

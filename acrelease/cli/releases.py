@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from acrelease import chips, manifest
@@ -46,6 +47,7 @@ def init(
     platformio: bool = typer.Option(False, "--platformio", help="Take the targets from platformio.ini."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing manifest."),
     manifest_path: Path = MANIFEST_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Write releases.toml for this project (and nothing else)."""
     targets = [parse_target_spec(spec) for spec in target]
@@ -55,8 +57,15 @@ def init(
         targets += read_project_targets(manifest_path.resolve().parent)
     project = name or manifest_path.resolve().parent.name
     manifest.init_manifest(manifest_path, project, targets, overwrite=force)
-    console.print(f"Wrote {manifest_path}: project [bold]{project}[/], targets "
-                  + ", ".join(f"{t.name} ({t.chip.key if t.chip else 'chip from first image'})" for t in targets))
+    if as_json:
+        print_json({"manifest": str(manifest_path), "project": project,
+                    "targets": [{"name": t.name, "chip": t.chip.key if t.chip else None, "env": t.env,
+                                 "board": t.board, "filesystem": t.filesystem} for t in targets]})
+        return
+    # Names are the user's text, not markup: escaped, so "[x]" prints as typed.
+    console.print(f"Wrote {escape(str(manifest_path))}: project [bold]{escape(project)}[/], targets "
+                  + ", ".join(f"{escape(t.name)} ({t.chip.key if t.chip else 'chip from first image'})"
+                              for t in targets))
 
 
 def _target_changes(chip: str | None, board: str | None, env: str | None,
@@ -144,7 +153,8 @@ def add(
                     "targets": {t: {k: asdict(r) for k, r in kinds.items()}
                                 for t, kinds in result.release.artifacts.items()}})
     elif result.changed:
-        console.print(f"Recorded {result.version} for {', '.join(result.added_targets)} in {manifest_path}")
+        console.print(f"Recorded {result.version} for {', '.join(result.added_targets)} in "
+                      f"{escape(str(manifest_path))}")
     else:
         console.print(f"{result.version} for {target} is already recorded with these bytes; nothing to do")
 
@@ -184,8 +194,9 @@ def list_releases(
     for row in rows:
         published = {None: "?", True: "yes", False: "no"}[row["published"]] + (", yanked" if row["yanked"] else "")
         fs_size = row["filesystem_size"]
-        table.add_row(row["version"], row["channel"], row["date"], row["target"],
-                      f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
+        cells = (row["version"], row["channel"], row["date"], row["target"],
+                 f"{row['firmware_size']} B {row['format']}", f"{fs_size} B" if fs_size else "-", published)
+        table.add_row(*(escape(cell) for cell in cells))  # the manifest's text, never markup
     if not rows:
         console.print("No releases yet: record one with `acrelease add VERSION FILE --target T`.")
         return
@@ -224,6 +235,8 @@ def inspect(
     _, info = read_image(file)
     if as_json:
         print_json({"file": str(file), **_info_json(info)})
+        if not info.servable:
+            raise typer.Exit(1)  # the same exit code as the text form: scripts may test either
         return
     facts = [
         ("chip", f"{info.chip.label} ({info.chip.key})"),
@@ -243,15 +256,16 @@ def inspect(
                   ("built", f"{desc.date} {desc.time}"), ("idf", desc.idf_version)]
     table = Table(show_header=False, box=None)
     for key, value in facts:
-        table.add_row(f"[bold]{key}[/]", value)
+        # Descriptor strings come from the image's bytes: text, never markup ("[/]" would raise).
+        table.add_row(f"[bold]{key}[/]", escape(value))
     console.print(table)
     for warning in info.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if info.servable:
         console.print("[green]OTA-servable[/]")
     else:
         for problem in info.problems:
-            console.print(f"[red]not OTA-servable:[/] {problem}")
+            console.print(f"[red]not OTA-servable:[/] {escape(problem)}")
         raise typer.Exit(1)
 
 

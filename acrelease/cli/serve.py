@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from acrelease.cli.common import resolve_catalog
+from acrelease.errors import UsageError
 
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
 
@@ -18,7 +19,8 @@ LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, nev
 def serve(
     catalog: Path | None = typer.Option(None, "--catalog", "-d",
                                         help="The catalog folder (env ACRELEASE_CATALOG; default: this folder)."),
-    port: int = typer.Option(8000, "--port", "-p", help="TCP port (AutoConnect's default is 8000)."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535,
+                             help="TCP port, 0..65535; 0 picks a free one (AutoConnect's default is 8000)."),
     bind: str = typer.Option("0.0.0.0", "--bind", "-b", help="Address to listen on."),
     log: str = typer.Option("INFO", "--log", "-l", help="Log level: DEBUG, INFO, WARNING, ERROR."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
@@ -46,6 +48,10 @@ def serve(
     from acrelease.server.run import ServerSettings
     from acrelease.server.run import serve as run_server
 
+    if tls_key is not None and tls_cert is None:
+        # Without this, the key would be ignored and the server would quietly speak plain HTTP.
+        raise UsageError(f"--tls-key {tls_key} without --tls-cert: HTTPS needs both; pass the certificate "
+                         "with --tls-cert CERT.pem (or drop --tls-key to serve plain HTTP)")
     root = resolve_catalog(catalog) or Path.cwd()
     run_server(ServerSettings(
         catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers, max_downloads=max_downloads,

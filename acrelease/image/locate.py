@@ -24,6 +24,8 @@ from acrelease.image.walk import Walk, image_at, partition_app_offset
 def _looks_like(data: bytes) -> str:
     """A short description of what a non-image file looks like, for the error message."""
     head = data[:512]
+    if head.startswith(b"\x7fELF"):
+        return "an ELF file: the build's .elf, not its .bin"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,8 +65,6 @@ def _complete(data: bytes, start: int) -> tuple[Walk, tuple[str, ...]]:
 
 def _body(data: bytes) -> Body:
     """Locate the image(s) in an unwrapped (not gzip, no signature) file."""
-    if len(data) < 8:
-        raise ImageError(f"truncated ESP image ({len(data)} bytes): too short for an image header")
     if data[0] != MAGIC:
         for offset in BOOTLOADER_OFFSETS:
             if data[offset : offset + 1] == bytes([MAGIC]) and data[:offset].count(0xFF) == offset:
@@ -74,6 +74,9 @@ def _body(data: bytes) -> Body:
             f"not an ESP firmware image ({_looks_like(data)}; an image starts with 0xE9, "
             "or 1F 8B when gzip-compressed): pass the firmware .bin of the build"
         )
+    # Only now, once the magic byte says it is meant to be an image, is a short file "truncated".
+    if len(data) < 8:
+        raise ImageError(f"truncated ESP image ({len(data)} bytes): too short for an image header")
     first = image_at(data, 0, len(data), exact=False)
     if (
         first.arch == "ESP32"

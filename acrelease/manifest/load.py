@@ -16,6 +16,7 @@ from acrelease.catalog import layout
 from acrelease.catalog.index import ARTIFACT_KINDS
 from acrelease.chips import Chip
 from acrelease.errors import ManifestError, VersionError
+from acrelease.inputs import MIB, InputProblem, read_regular
 from acrelease.manifest.model import (
     DEFAULT_CHANNEL,
     DEFAULT_DEFINE,
@@ -26,6 +27,8 @@ from acrelease.manifest.model import (
     file_digests,
 )
 from acrelease.versioning import parse_release_version
+
+MAX_MANIFEST = 16 * MIB  # thousands of releases are well under 1 MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +59,15 @@ def load(path: Path, *, verify_files: bool = True) -> Manifest:
     """Read and validate ``releases.toml``; raise :class:`ManifestError` listing every problem."""
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{where}: no release manifest here; create one with "
-                            "`acrelease init --name NAME --target TARGET:CHIP`") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        # Bounded, and a FIFO or device named with --manifest is refused at once (acrelease/inputs.py).
+        text = read_regular(path, MAX_MANIFEST)[0].decode("utf-8")
+    except InputProblem as refused:
+        if refused.problem == "no such file":
+            raise ManifestError(f"{where}: no release manifest here; create one with "
+                                "`acrelease init --name NAME --target TARGET:CHIP`") from None
+        raise ManifestError(f"{where}: cannot read the manifest: {refused.problem}; name the releases.toml "
+                            "file with --manifest") from None
+    except UnicodeDecodeError as exc:
         raise ManifestError(f"{where}: cannot read the manifest ({exc})") from None
     manifest, problems = validate(text, path, verify_files=verify_files)
     if manifest is None or problems:
