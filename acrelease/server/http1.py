@@ -12,6 +12,8 @@ what keeps ``Connection: close`` version checks at nginx's rate (brief, "Server 
 * Flow control: ``send`` awaits while the transport's buffer is above its high-water mark
   (``pause_writing``/``resume_writing``), so slow clients cost no memory; a client that reads
   nothing for ``send_timeout`` seconds is dropped (F.4 only needs the other direction).
+* The app runs as in a Task (``asyncio.current_task()``, ``asyncio.timeout()`` and contextvars
+  work from its first line) but without a Task per request: see :class:`Carrier`.
 """
 
 from __future__ import annotations
