@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from acrelease import chips
 from acrelease.access import AccessPolicy
 from acrelease.errors import ServeError
-from acrelease.server import logs
+from acrelease.server import channels, logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
@@ -52,7 +52,7 @@ def serve(settings: ServerSettings) -> None:
     # Files are read once here, before forking: a bad one is one line at start-up, not a dead worker.
     tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
-    decisions = logs.configure_logging(settings.log_level)
+    decisions = logs.configure_logging(settings.log_level, settings.log_format)
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
@@ -98,8 +98,7 @@ def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: Te
         print(f'TLS: ESP8266 client.setFingerprint("{sha1_fingerprint(settings.tls_cert)}"); '
               "ESP32 client.setCACert(<your CA's PEM>)", file=out)
     for (project, name), target in sorted(state.index.targets.items()):
-        newest = next((str(r.version) for r in target.releases if not r.yanked), "nothing published")
-        print(f"\n{project}/{name} ({target.chip}, newest {newest})", file=out)
+        print(f"\n{project}/{name} ({target.chip}, {channels.describe_newest(target)})", file=out)
         chip = chips.lookup(target.chip)
         updater = "httpUpdate" if chip is not None and chip.arch == "ESP32" else "ESPhttpUpdate"
         print(f'  sketch:      {updater}.update(client, "{base}/update/{project}/{name}", FW_VERSION);',
