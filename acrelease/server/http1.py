@@ -465,10 +465,14 @@ class Carrier:
               context: contextvars.Context) -> asyncio.Task[None]:
         """Hand over ``coroutine``, stopped at its first wait on ``waiting_on``; returns the Task."""
         if self.cargo.done() or self.task.cancelling():
-            # The step cancelled its own task: a Task delivers that at the coroutine's next wait.
-            task = self.task.get_loop().create_task(_resume(coroutine, waiting_on, context))
-            task.cancel()
-            return task
+            # The step cancelled its own task. A Task delivers that at the coroutine's next wait
+            # by cancelling what it waits on (Task.__step); so does this, and a new Task carries
+            # the coroutine on (this one ends cancelled).
+            loop = self.task.get_loop()
+            if waiting_on is None or not waiting_on.cancel():
+                waiting_on = loop.create_future()
+                waiting_on.cancel()
+            return loop.create_task(_resume(coroutine, waiting_on, context))
         self.cargo.set_result((coroutine, waiting_on, context))
         return self.task
 

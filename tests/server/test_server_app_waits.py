@@ -87,6 +87,12 @@ async def task_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             result = b"timed out"
     elif scope["path"] == "/wait_for":
         result = await asyncio.wait_for(asyncio.sleep(0.01, b"waited"), 5)
+    elif scope["path"] == "/cancel-self":  # as in a Task: delivered at the next wait
+        before.cancel()
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            result = b"cancelled"
     elif scope["path"] == "/same-task":
         await asyncio.sleep(0.01)
         after = asyncio.current_task()
@@ -98,7 +104,7 @@ async def task_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.mark.parametrize(("path", "body"), [
     ("/timeout", b"in time"), ("/timeout-expires", b"timed out"), ("/wait_for", b"waited"),
-    ("/same-task", b"same task"),
+    ("/same-task", b"same task"), ("/cancel-self", b"cancelled"),
 ])
 def test_app_step_before_its_first_await_runs_in_a_task(path: str, body: bytes) -> None:
     # asyncio.timeout() raised "Timeout should be used inside a task" in the eager step (a 500).
@@ -124,8 +130,10 @@ def test_many_requests_each_answered_with_timeouts_and_waits() -> None:
             return answer
 
         try:
-            return await asyncio.gather(*(one(("/timeout", "/same-task", "/timeout-expires")[i % 3])
-                                          for i in range(60)))
+            first = await asyncio.gather(*(one(("/timeout", "/same-task", "/timeout-expires")[i % 3])
+                                           for i in range(60)))
+            # A step that cancels its own task does not leave that task to the next requests.
+            return [*first, await one("/cancel-self"), await one("/timeout"), await one("/same-task")]
         finally:
             stop.set()
             await server
@@ -135,4 +143,5 @@ def test_many_requests_each_answered_with_timeouts_and_waits() -> None:
 
     answers = uvloop.run(main())
     expected = (b"in time", b"same task", b"timed out")
-    assert all(a.endswith(expected[i % 3]) for i, a in enumerate(answers)), answers
+    assert all(a.endswith(expected[i % 3]) for i, a in enumerate(answers[:60])), answers
+    assert [a.rsplit(b"\r\n", 1)[1] for a in answers[60:]] == [b"cancelled", b"in time", b"same task"]
