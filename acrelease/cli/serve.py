@@ -26,9 +26,9 @@ def serve(
                             "decision), WARNING, ERROR."),
     log_format: str = typer.Option("text", "--log-format", help="text, or json: one JSON object per line "
                                    "(time, level, logger, message; decision lines add mac, address, method, "
-                                   "path, status, reason, version, serving_version, serving_file). Measured: "
-                                   "json formats a decision line in ~2.3x the time of text, ~3% more CPU per "
-                                   "check."),
+                                   "path, status, reason, version, serving_version, serving_file). Measured "
+                                   "(benchmarks/bench_check.py): json formats a decision line in 2-2.3x the "
+                                   "time of text, 3-5% more CPU per check."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (one per core)."),
     max_downloads: int | None = typer.Option(None, "--max-downloads", min=1, help="Concurrent firmware "
                                              "transfers at most; more get 503 + Retry-After (checks never wait)."),
