@@ -2,7 +2,8 @@
 
 Routes (issue 2):
 
-* ``GET|HEAD /update/<project>/<target>[?channel=C]``: version-aware endpoint (policy.decide);
+* ``GET|HEAD /update/<project>/<target>[?channel=C]``: version-aware endpoint (policy.decide); a
+  channel no release of the target is on is answered as stable and warned about once;
 * ``GET /_catalog?op=list&path=P``: AutoConnect catalog (any user agent);
 * ``GET|HEAD /<project>/<target>/<file>``: download of a published file (any user agent),
   looked up in the index, never mapped onto the filesystem by string (DESIGN.md 8).
@@ -28,6 +29,7 @@ from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, R
 from acrelease.server import decisions, httpcache, listing, plain
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
 from acrelease.server.catalog import Catalog, CatalogState
+from acrelease.server.channels import ChannelWatch
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.device import device_facts
 from acrelease.server.plain import PlainFolder
@@ -95,6 +97,8 @@ class UpdateApp:
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)
         self.retry_after = str(retry_after).encode()
+        self.channels = ChannelWatch()
+        """Unknown ``?channel=`` values: answered as stable, warned about once."""
         self._listing_state: CatalogState | None = None
         self._listings: dict[str, bytes | None] = {}
 
@@ -161,8 +165,13 @@ class UpdateApp:
             await _simple(send, 404, scope["method"])
             self._log(scope, device, 404, "unknown project/target")
             return
-        channel = _query(scope).get("channel") or STABLE
-        decision = decide(device, target, channel[:32])
+        channel = STABLE
+        if scope.get("query_string"):
+            channel = (_query(scope).get("channel") or STABLE)[:32]
+            if channel != STABLE:
+                client = scope.get("client")
+                self.channels.check(target, channel, device.mac, client[0] if client else None)
+        decision = decide(device, target, channel)
         await self._answer(scope, send, state, device, decision, update=True)
 
     async def _answer(self, scope: Scope, send: Send, state: CatalogState, device: DeviceFacts,

@@ -45,6 +45,7 @@ from acrelease.catalog.index import (
     TargetIndex,
 )
 from acrelease.errors import CatalogError
+from acrelease.server.channels import describe_newest
 
 log = logging.getLogger("acrelease.server.catalog")
 
@@ -181,6 +182,10 @@ class Catalog:
         if previous.index is not index:
             log.info("catalog: generation %d loaded, %d files served, %d refused",
                      index.generation, len(blobs), len(problems))
+            if log.isEnabledFor(logging.DEBUG):
+                for (project, name), target in sorted(index.targets.items()):
+                    log.debug("catalog: %s/%s (%s): %d releases, %s", project, name, target.chip,
+                              len(target.releases), describe_newest(target))
 
     def _verify(self, artifact: Artifact) -> tuple[Verified | None, str]:
         relative = artifact.file
@@ -218,6 +223,7 @@ class Catalog:
             return None, "SHA-256 differs from the index"
         if hashlib.md5(data).hexdigest() != artifact.md5:
             return None, "MD5 differs from the index"
+        log.debug("catalog: %s read and verified (%d bytes, SHA-256 and MD5 as indexed)", relative, artifact.size)
         return Verified(key, memoryview(data)), ""
 
     # -- asynchronous watcher -----------------------------------------------------------------

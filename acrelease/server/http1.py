@@ -12,14 +12,18 @@ what keeps ``Connection: close`` version checks at nginx's rate (brief, "Server 
 * Flow control: ``send`` awaits while the transport's buffer is above its high-water mark
   (``pause_writing``/``resume_writing``), so slow clients cost no memory; a client that reads
   nothing for ``send_timeout`` seconds is dropped (F.4 only needs the other direction).
+* The app runs as in a Task (``asyncio.current_task()``, ``asyncio.timeout()`` and contextvars
+  work from its first line) but without a Task per request: see :class:`Carrier`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import time
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine
 from email.utils import formatdate
 from typing import Any, ClassVar, cast
@@ -76,6 +80,8 @@ class ServerState:
         self.address = address
         self.loop = asyncio.get_running_loop()
         self.connections: set[HTTP1Protocol] = set()
+        self.carrier: Carrier | None = None
+        """The Task that eager app steps run as (HTTP1Protocol._start)."""
         self.stopping = False
         self.scheme = "https" if settings.tls_cert else "http"
         self.cork = TCP_CORK is not None and not settings.tls_cert
@@ -235,15 +241,30 @@ class HTTP1Protocol(asyncio.Protocol):
             "extensions": _EXTENSIONS,
         }
         # Run the app eagerly, inside this callback: a version check completes without ever
-        # waiting, so it needs no Task and no extra loop iteration (this is the hot path of a
-        # fleet's Connection: close checks). Only an app that waits (flow control on a
-        # download) is handed to a Task from where it stopped.
+        # waiting, so it needs no Task of its own and no extra loop iteration (this is the hot
+        # path of a fleet's Connection: close checks). The step runs as the current task of the
+        # state's carrier, a real Task, so asyncio.current_task() and asyncio.timeout() work in
+        # it as in any Task; an app that waits (flow control on a download, a password hash) is
+        # carried on by that very Task from where it stopped (see Carrier).
         coroutine = self._run(scope)
+        context = contextvars.copy_context()  # the request's own, as a Task would have
+        carrier = self.state.carrier
+        if carrier is None or carrier.task.cancelling():
+            carrier = self.state.carrier = Carrier(self.loop)
+        task = carrier.task
         try:
-            waiting_on = coroutine.send(None)
+            _enter_task(self.loop, task)
+        except RuntimeError:  # called from inside a running Task, not from the loop: a Task of its own
+            self.task = self.loop.create_task(coroutine, context=context)
+            return
+        try:
+            waiting_on = context.run(coroutine.send, None)
         except StopIteration:
             return
-        self.task = self.loop.create_task(_resume(coroutine, waiting_on))  # keep a strong reference
+        finally:
+            _leave_task(self.loop, task)
+        self.state.carrier = None  # taken: the next eager step gets a new one
+        self.task = carrier.carry(coroutine, waiting_on, context)  # keep a strong reference
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:
@@ -418,9 +439,52 @@ class HTTP1Protocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+class Carrier:
+    """A real Task that is the current task while an app coroutine runs its first step eagerly
+    (``HTTP1Protocol._start``), and that carries the coroutine on if it waits.
+
+    Why: outside a Task, ``asyncio.current_task()`` is ``None`` and ``asyncio.timeout()`` raises
+    "Timeout should be used inside a task". A Task per request costs a version check a few
+    microseconds (``benchmarks/bench_check.py``); this one is shared by every step that completes
+    without waiting (most checks) and replaced only when a step waits and it takes that
+    coroutine. So the app contract is that of a Task: the task a step sees is the one that
+    resumes it, and a timeout entered before the first ``await`` cancels that task when it
+    expires. The one difference, harmless for a step that completes without waiting: steps of
+    different requests that never wait see the same task object.
+    Python 3.12's eager task factory does the same for every Task; 3.11 has no such thing.
+    """
+
+    __slots__ = ("cargo", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.cargo: asyncio.Future[tuple[Coroutine[Any, Any, None], Any, contextvars.Context]] = \
+            loop.create_future()
+        self.task = loop.create_task(self._carry())
+
+    def carry(self, coroutine: Coroutine[Any, Any, None], waiting_on: Any,
+              context: contextvars.Context) -> asyncio.Task[None]:
+        """Hand over ``coroutine``, stopped at its first wait on ``waiting_on``; returns the Task."""
+        if self.cargo.done() or self.task.cancelling():
+            # The step cancelled its own task. A Task delivers that at the coroutine's next wait
+            # by cancelling what it waits on (Task.__step); so does this, and a new Task carries
+            # the coroutine on (this one ends cancelled).
+            loop = self.task.get_loop()
+            if waiting_on is None or not waiting_on.cancel():
+                waiting_on = loop.create_future()
+                waiting_on.cancel()
+            return loop.create_task(_resume(coroutine, waiting_on, context))
+        self.cargo.set_result((coroutine, waiting_on, context))
+        return self.task
+
+    async def _carry(self) -> None:
+        coroutine, waiting_on, context = await self.cargo
+        await _resume(coroutine, waiting_on, context)
+
+
+async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any, context: contextvars.Context) -> None:
     """Drive ``coroutine``, which already ran up to its first wait on ``waiting_on``, as a Task
-    would: wait for what it waits on, then resume it (or throw the failure into it)."""
+    would: wait for what it waits on, then resume it (or throw the failure into it), each step
+    in the request's ``context``."""
     while True:
         try:
             if waiting_on is None:
@@ -434,12 +498,12 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None
                 await waiting_on
         except BaseException as exc:  # includes cancellation: delivered into the coroutine
             try:
-                waiting_on = coroutine.throw(exc)
+                waiting_on = context.run(coroutine.throw, exc)
             except StopIteration:
                 return
             continue
         try:
-            waiting_on = coroutine.send(None)
+            waiting_on = context.run(coroutine.send, None)
         except StopIteration:
             return
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from acrelease import chips
 from acrelease.access import AccessPolicy
 from acrelease.errors import CatalogError, ServeError
-from acrelease.server import logs
+from acrelease.server import channels, logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
@@ -55,7 +56,7 @@ def serve(settings: ServerSettings) -> None:
     # Files are read once here, before forking: a bad one is one line at start-up, not a dead worker.
     tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
-    decisions = logs.configure_logging(settings.log_level)
+    decisions = logs.configure_logging(settings.log_level, settings.log_format)
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
@@ -110,8 +111,7 @@ def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: Te
         print(f'TLS: ESP8266 client.setFingerprint("{sha1_fingerprint(settings.tls_cert)}"); '
               "ESP32 client.setCACert(<your CA's PEM>)", file=out)
     for (project, name), target in sorted(state.index.targets.items()):
-        newest = next((str(r.version) for r in target.releases if not r.yanked), "nothing published")
-        print(f"\n{project}/{name} ({target.chip}, newest {newest})", file=out)
+        print(f"\n{project}/{name} ({target.chip}, {channels.describe_newest(target)})", file=out)
         chip = chips.lookup(target.chip)
         updater = "httpUpdate" if chip is not None and chip.arch == "ESP32" else "ESPhttpUpdate"
         print(f'  sketch:      {updater}.update(client, "{base}/update/{project}/{name}", FW_VERSION);',
@@ -186,54 +186,137 @@ def _worker(settings: ServerSettings, shared: _Shared) -> None:
     _run(main)
 
 
-class _Stop(Exception):
-    pass
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_WATCHED = {*STOP_SIGNALS, signal.SIGCHLD}
 
 
 def _prefork(settings: ServerSettings, shared: _Shared) -> None:
-    children: dict[int, float] = {}
+    """Fork ``settings.workers`` workers and keep that many running until SIGINT/SIGTERM.
 
-    def spawn() -> None:
-        logs.flush_logs()  # nothing buffered may be written twice
-        pid = os.fork()
-        if pid == 0:  # child
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = 0
-            try:
-                _worker(settings, shared)
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
-                code = 1
-            finally:
-                os._exit(code)
-        children[pid] = time.monotonic()
+    The stop signals and SIGCHLD are blocked in this process and taken one at a time with
+    ``sigtimedwait`` in the loop below, never delivered as an interruption: a stop that arrives
+    while a worker is being forked waits until the worker is recorded, so every worker gets
+    the SIGTERM. Workers also ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG),
+    so none keeps serving after a parent that was killed outright.
+    """
+    children: dict[int, float] = {}  # pid -> time.monotonic() at start
+    parent = os.getpid()
+    # A Python-level handler too, in case a signal reaches another thread (where it is not
+    # blocked): it only sets a flag, which the loop checks at least once a second.
+    stopping = False
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {signum: signal.signal(signum, on_stop) for signum in STOP_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
     try:
         for _ in range(settings.workers):
-            spawn()
-        while children:
-            pid, status = os.wait()
-            started = children.pop(pid, None)
-            if started is None:
-                continue
-            log.error("worker %d exited (status %d); starting a new one", pid, status)
-            if time.monotonic() - started < 1.0:
-                time.sleep(1.0)  # do not spin if workers die at once
-            spawn()
-    except _Stop:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in list(children):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            _spawn(settings, shared, parent, children)
+        respawn_at: list[float] = []  # when to fork a replacement, one entry per dead worker
+        while not stopping:
+            timeout = max(0.0, min(respawn_at) - time.monotonic()) if respawn_at else 1.0
+            info = signal.sigtimedwait(_WATCHED, timeout)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                break
+            for pid, status in _reap():
+                started = children.pop(pid, None)
+                if started is not None:
+                    log.error("worker %d %s; starting a new one", pid, describe_exit(status))
+                    now = time.monotonic()
+                    # A worker that dies at once is not restarted in a tight loop.
+                    respawn_at.append(now + 1.0 if now - started < 1.0 else now)
+            while respawn_at and min(respawn_at) <= time.monotonic():
+                respawn_at.remove(min(respawn_at))
+                _spawn(settings, shared, parent, children)
     finally:
+        _stop_workers(children, settings.shutdown_grace + 5.0)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         shared.sock.close()
+
+
+def _spawn(settings: ServerSettings, shared: _Shared, parent: int, children: dict[int, float]) -> None:
+    """Fork one worker and record it (called with the stop signals blocked)."""
+    logs.flush_logs()  # nothing buffered may be written twice
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)  # until its event loop installs its own
+            _die_with(parent)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)  # a stop already pending ends it here
+            _worker(settings, shared)
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+            code = 1
+        finally:
+            logs.flush_logs()
+            os._exit(code)
+    children[pid] = time.monotonic()
+
+
+def _die_with(parent: int) -> None:
+    """Ask the kernel to send this process SIGTERM when ``parent`` dies (Linux prctl
+    PR_SET_PDEATHSIG, see prctl(2)); if the parent is already gone, stop now."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
+        os._exit(0)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _reap() -> list[tuple[int, int]]:
+    """Every child that has exited, with its wait status, without blocking."""
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def describe_exit(status: int) -> str:
+    """``exited with code 3`` or ``killed by SIGKILL``, from a wait status."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"killed by {name}"
+
+
+def _stop_workers(children: dict[int, float], grace: float) -> None:
+    """SIGTERM every worker (each finishes its answers in flight), wait for them for up to
+    ``grace`` seconds, then SIGKILL what is left; a second stop signal kills at once."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while children:
+        for pid, _ in _reap():
+            children.pop(pid, None)
+        if not children:
+            return
+        left = deadline - time.monotonic()
+        info = signal.sigtimedwait(_WATCHED, max(0.0, min(left, 1.0))) if left > 0 else None
+        if left <= 0 or (info is not None and info.si_signo in STOP_SIGNALS):
+            log.error("stopping: %d worker(s) still running; killing them", len(children))
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in list(children):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            return

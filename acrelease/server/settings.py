@@ -14,6 +14,8 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "INFO"
+    log_format: str = "text"
+    """``text`` (one line per record, local time) or ``json`` (one JSON object per line)."""
     workers: int = 1
     public_url: str | None = None
     """How devices reach this server (``http://ota.lan:8000``), for the URLs printed at start."""

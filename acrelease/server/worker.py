@@ -83,4 +83,6 @@ async def serve_socket(app: ASGIApp, settings: ServerSettings, sock: Any, stop: 
             if connection.transport is not None:
                 connection.transport.abort()
         sweeper.cancel()
+        if state.carrier is not None:
+            state.carrier.task.cancel()  # the spare one: it carries nothing
         await lifespan.shutdown()

@@ -146,6 +146,10 @@ def parse_catalog_like_autoconnect(body: bytes) -> list[dict[str, object]]:
             position += 1
         value, end = decoder.raw_decode(text, position)  # a bare "]" here = InvalidInput
         assert isinstance(value, dict) and len(text[position:end].encode()) < 256
+        # ArduinoJson 6's pool: a 16-byte slot per member, each key and string copied with its NUL.
+        pool = sum(16 + len(k.encode()) + 1 + (len(v.encode()) + 1 if isinstance(v, str) else 0)
+                   for k, v in value.items())
+        assert pool <= 256, f"NoMemory: {value} needs {pool} bytes of AutoConnect's 256-byte pool"
         entries.append(value)
         comma, bracket = text.find(",", end), text.find("]", end)
         if comma < 0 or bracket < comma:

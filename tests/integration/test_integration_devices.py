@@ -100,10 +100,13 @@ def test_autoconnect_catalog_then_download(server: Server) -> None:
         assert parse_catalog_like_autoconnect(empty.body) == [{"name": ".", "type": "directory"}]
     names = [e["name"] for e in entries if str(e["type"]).lower() == "bin"]
     assert names[:2] == ["demo-d1mini-1.2.0-beta.1.bin", "demo-d1mini-1.1.0.bin"]
+    # What the user sees beside each name (A.2): the beta says it is one; stable dates are plain.
+    assert [e["date"] for e in entries[:2]] == ["2026-11-27 (beta, pre-release)", "2026-11-27"]
     # uri="demo/d1mini" -> request-target without a leading slash (A.3), no version header.
-    answer, _ = exchange(server.port, esp8266_request(server.host, f"demo/d1mini/{names[1]}", version=None))
-    check_update(answer)
-    assert answer.body == image_for("esp8266", "1.1.0")
+    for name, version in ((names[1], "1.1.0"), (names[0], "1.2.0-beta.1")):
+        answer, _ = exchange(server.port, esp8266_request(server.host, f"demo/d1mini/{name}", version=None))
+        check_update(answer)
+        assert answer.body == image_for("esp8266", version)
 
 
 def test_new_publish_is_served_without_restart(server: Server) -> None:
