@@ -106,6 +106,31 @@ def _under(project: Path, value: str) -> Path:
     return path if path.is_absolute() else project / path
 
 
+PHASES: tuple[tuple[str, str], ...] = (
+    ("Processing ", "configuring"),
+    ("Tool Manager:", "installing tools"),
+    ("Platform Manager:", "installing the platform"),
+    ("Library Manager:", "installing libraries"),
+    ("Compiling ", "compiling"),
+    ("Archiving ", "archiving"),
+    ("Linking ", "linking"),
+    ("Building FS image", "building the filesystem image"),
+    ("Building ", "building the image"),
+    ("Creating BIN file", "building the image"),
+    ("Checking size", "checking size"),
+)
+"""What a line of ``pio run`` output starts with -> the phase it means (PlatformIO's own wording;
+``Building FS image`` before ``Building``: the first match wins)."""
+
+
+def phase_of(line: str) -> str | None:
+    """The build phase a line of PlatformIO output announces, or ``None`` for any other line."""
+    for prefix, phase in PHASES:
+        if line.startswith(prefix):
+            return phase
+    return None
+
+
 def pio_command(environ: Mapping[str, str] | None = None) -> list[str]:
     """How to run PlatformIO: ``pio`` on the ``PATH`` of ``environ`` (default: this process's),
     else the ``pio`` installed beside the Python running acrelease (``.venv/bin/acrelease build``

@@ -38,6 +38,9 @@ class BuildEvent:
     env: str = ""
     elapsed: float = 0.0
     line: str = ""
+    step: int = 0
+    """Which env of the build this is, from 1 (with ``steps``, how many there are)."""
+    steps: int = 0
 
 
 Progress = Callable[[BuildEvent], None]
@@ -174,12 +177,13 @@ def build_release(
     built: list[BuiltTarget] = []
     inputs: list[ArtifactInput] = []
     with tempfile.TemporaryDirectory(prefix="acrelease-build-") as tmp:
-        for plan in planned:
+        for step, plan in enumerate(planned, 1):
             started = time.monotonic()
-            emit(BuildEvent("start", plan.target.name, plan.env))
+            emit(BuildEvent("start", plan.target.name, plan.env, step=step, steps=len(planned)))
 
-            def on_line(line: str, plan: PlannedEnv = plan, started: float = started) -> None:
-                emit(BuildEvent("output", plan.target.name, plan.env, time.monotonic() - started, line))
+            def on_line(line: str, plan: PlannedEnv = plan, started: float = started, step: int = step) -> None:
+                emit(BuildEvent("output", plan.target.name, plan.env, time.monotonic() - started, line, step,
+                                len(planned)))
 
             outputs = platformio.build_env(
                 project, plan.env, version=str(chosen), define=manifest.version_define,
@@ -187,7 +191,8 @@ def build_release(
                 environ=environ, on_line=on_line)
             built.append(_check_output(plan, outputs, chosen, manifest.version_define, allow_missing_version))
             inputs.append(ArtifactInput(plan.target.name, outputs.firmware, outputs.filesystem))
-            emit(BuildEvent("done", plan.target.name, plan.env, time.monotonic() - started))
+            emit(BuildEvent("done", plan.target.name, plan.env, time.monotonic() - started, step=step,
+                            steps=len(planned)))
         emit(BuildEvent("record"))
         # add_release is all or nothing: on failure it removes what it copied into dist/.
         added = add_release(manifest_path, chosen, inputs, channel=channel, notes=notes,

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import semver
 
@@ -167,20 +168,35 @@ def _place(root: Path, manifest: Manifest, record: ArtifactRecord, artifact: Art
     write_atomic(dest, data)
 
 
+class PublishProgress(Protocol):
+    """Told what :func:`publish` is doing, for a progress bar (the CLI's, on a terminal)."""
+
+    def begin(self, files: int, size: int) -> None:
+        """``files`` new files of ``size`` bytes in all are about to be hashed and copied in."""
+
+    def placed(self, name: str, size: int) -> None:
+        """One of them is in the catalog (hashed, copied, fsynced)."""
+
+
 def publish(manifest: Manifest, root: Path, versions: Sequence[semver.Version] | None = None, *,
-            lock_timeout: float = 30.0) -> PublishResult:
+            lock_timeout: float = 30.0, progress: PublishProgress | None = None) -> PublishResult:
     """Publish ``versions`` (default: every release in the manifest) of ``manifest`` into ``root``."""
     releases = _select(manifest, versions)
     try:
         with catalog_lock(root, lock_timeout):
-            return _publish_locked(manifest, root, releases)
+            return _publish_locked(manifest, root, releases, progress)
     except OSError as exc:
         raise CatalogError(f"{root}: cannot publish, {_describe(exc)}; the catalog is unchanged") from None
 
 
-def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> PublishResult:
+def _publish_locked(manifest: Manifest, root: Path, releases: list[Release],
+                    progress: PublishProgress | None) -> PublishResult:
     index = history.load_current(root)
     targets = dict(index.targets)
+    if progress is not None:
+        new = [record for release in releases for target, records in release.artifacts.items()
+               if not _published(index, manifest.project, target, release.version) for record in records.values()]
+        progress.begin(len(new), sum(record.size for record in new))
     published: list[tuple[str, str]] = []
     unchanged: list[tuple[str, str]] = []
     restored: list[str] = []
@@ -199,6 +215,8 @@ def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> 
             _remove_stale_temps(root / layout.target_dir(manifest.project, target))
             for kind, record in records.items():
                 _place(root, manifest, record, artifacts[kind])
+                if progress is not None:
+                    progress.placed(artifacts[kind].file, record.size)
             entry = PublishedRelease(release.version, release.channel, release.date, release.notes, now,
                                      artifacts["firmware"], artifacts.get("filesystem"))
             declared = manifest.target(target)
@@ -211,6 +229,11 @@ def _publish_locked(manifest: Manifest, root: Path, releases: list[Release]) -> 
     new_index = CatalogIndex(next_generation(root, index), now, targets)
     write_index(root, new_index)
     return PublishResult(root, tuple(published), tuple(unchanged), new_index.generation, tuple(restored))
+
+
+def _published(index: CatalogIndex, project: str, target: str, version: semver.Version) -> bool:
+    current = index.target(project, target)
+    return current is not None and current.release(version) is not None
 
 
 def _put_back(root: Path, manifest: Manifest, records: Mapping[str, ArtifactRecord],

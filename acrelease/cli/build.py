@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.status import Status
 
-from acrelease.builder import release_build
+from acrelease.builder import platformio, release_build
 from acrelease.builder.release_build import BuildEvent, BuildOutcome
 from acrelease.cli.common import CHANNEL_HELP, JSON_OPTION, MANIFEST_OPTION, console, make_console, print_json
 from acrelease.errors import UsageError
@@ -60,21 +60,27 @@ class _Renderer:
         self.quiet = quiet
         self.status: Status | None = None
         self.started = time.monotonic()
+        self.phase = "starting"
+
+    def _text(self, event: BuildEvent) -> str:
+        return (f"Building target {event.target} (pio env {event.env}, {event.step} of {event.steps}): "
+                f"{self.phase}, {time.monotonic() - self.started:.0f} s")
 
     def __call__(self, event: BuildEvent) -> None:
         if event.kind == "start":
             self.close()
             self.started = time.monotonic()
+            self.phase = "starting"
             if not self.quiet:
-                self.status = progress_console.status(f"Building target {event.target} (pio env {event.env})")
+                self.status = progress_console.status(self._text(event))
                 self.status.start()
         elif event.kind == "output":
             if self.verbose:
                 # Tool output is text, not markup (it has [SUCCESS] and the like), and is never wrapped.
                 progress_console.print(f"  [dim]{event.env}[/] {escape(event.line)}", soft_wrap=True)
+            self.phase = platformio.phase_of(event.line) or self.phase
             if self.status is not None:
-                self.status.update(f"Building target {event.target} (pio env {event.env}) "
-                                   f"{time.monotonic() - self.started:.0f} s")
+                self.status.update(self._text(event))
         elif event.kind == "done":
             self.close()
             if not self.quiet:

@@ -12,6 +12,7 @@ from acrelease.catalog.repair import repair as repair_catalog
 from acrelease.catalog.store import publish as publish_releases
 from acrelease.catalog.store import set_yanked
 from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json, resolve_catalog
+from acrelease.cli.progress import progress_bar
 from acrelease.errors import CatalogError, UsageError
 from acrelease.versioning import parse_release_version
 
@@ -33,7 +34,8 @@ def publish(
     root = _catalog(catalog)
     loaded = manifest.load(manifest_path)
     versions = [parse_release_version(version)] if version else None
-    result = publish_releases(loaded, root, versions)
+    with progress_bar(quiet=as_json) as bar:
+        result = publish_releases(loaded, root, versions, progress=bar)
     if as_json:
         print_json({"catalog": str(result.catalog), "generation": result.generation,
                     "published": [{"target": t, "version": v} for t, v in result.published],
