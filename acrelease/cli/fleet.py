@@ -8,22 +8,29 @@ renders. Changes reach running servers within a second (they poll the store's ge
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import semver
 import typer
 
 from acrelease.catalog.index import CatalogIndex, TargetIndex, load_index
+from acrelease.catalog.store import PublishResult
+from acrelease.catalog.store import publish as publish_releases
 from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, console, print_json, resolve_catalog
-from acrelease.errors import FleetError
+from acrelease.errors import AcreleaseError, FleetError
 from acrelease.fleet import rollouts
 from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, RolloutStatus, TargetKey, iso
 from acrelease.fleet.states import device_state
 from acrelease.fleet.store import FleetStore, open_store
+from acrelease.manifest import Manifest
 from acrelease.server.device import normalise_mac
 from acrelease.versioning import parse_release_version
 
+PROPAGATION = 1.0
+"""Seconds within which running servers see an intent change (they poll the store's generation)."""
 FLEET_HELP = "The fleet store (env ACRELEASE_FLEET; default <catalog>/.acrelease/fleet.sqlite3)."
 CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
 FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
@@ -260,6 +267,10 @@ def rollout(
         raise FleetError("give one of --percent/--stages, --pause, --resume, --abort")
     if not actions:  # everything a start can refuse is checked before the store is opened (or created)
         keys = rollout_targets(index, wanted, target)
+        if target is None:
+            # Widening without --target: the targets whose rollout of it is in progress, if any.
+            going = _in_progress(catalog, fleet, wanted)
+            keys = [k for k in keys if k in going] or keys
         stage_list = rollouts.parse_stages(stages) if stages else ()
         if percent is None and not stage_list:
             raise FleetError("say how far to roll out: --percent N, or --stages 1,10,50,100")
@@ -278,6 +289,15 @@ def rollout(
                     if (s.rollout.project, s.rollout.target, s.rollout.version) in
                     {(r.project, r.target, r.version) for r in changed}]
     _print_rollouts(statuses, as_json)
+
+
+def _in_progress(catalog: Path | None, fleet: str | None, version: str) -> set[TargetKey]:
+    try:
+        with _store(catalog, fleet, create=False) as store:
+            return {(r.project, r.target) for r in store.rollouts()
+                    if r.version == version and r.state in rollouts.IN_PROGRESS}
+    except FleetError:
+        return set()
 
 
 def rollout_targets(index: CatalogIndex, version: str, target: str | None) -> list[TargetKey]:
@@ -316,6 +336,35 @@ def _print_rollouts(statuses: list[RolloutStatus], as_json: bool) -> None:
         r = s.rollout
         print(f"{r.project + '/' + r.target:24}  {r.version:14}  {r.percent:>7g}  {r.state:9}  {s.sent:>6}  "
               f"{s.updated:>7}  {s.held:>5}  {','.join(f'{x:g}' for x in r.stages) or '-'}")
+
+
+def staged_publish(loaded: Manifest, root: Path, versions: list[semver.Version] | None, fleet: str | None, *,
+                   percent: float | None, stages: str | None, advance_at: float | None, min_updated: int | None,
+                   max_failures: int | None) -> PublishResult:
+    """``publish --percent``: the rollouts are written first, and the index only after running
+    servers have had the time to load them (they poll every 0.25 s, so within a second), so that
+    no device outside the first stage is ever offered the release. A failed publish removes them."""
+    stage_list = rollouts.parse_stages(stages) if stages else ()
+    rollouts.check_percent(percent if percent is not None else stage_list[0])
+    planned = rollouts.unpublished(loaded, load_index(root), versions) if root.is_dir() else [
+        ((loaded.project, t), str(r.version)) for r in loaded.releases
+        if versions is None or r.version in versions for t in r.artifacts]
+    created: list[tuple[TargetKey, str]] = []
+    if planned:
+        with _store(root, fleet) as store:
+            for key, version in planned:
+                if store.rollout(*key, version) is None:
+                    created.append((key, version))
+                rollouts.start(store, [key], version, percent=percent, stages=stage_list, advance_at=advance_at,
+                               min_updated=min_updated, max_failures=max_failures)
+        time.sleep(PROPAGATION)
+    try:
+        return publish_releases(loaded, root, versions)
+    except AcreleaseError:
+        with _store(root, fleet) as store:
+            for key, version in created:
+                store.remove_rollout(*key, version)
+        raise
 
 
 def register(app: typer.Typer) -> None:

@@ -13,10 +13,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+import semver
+
 from acrelease.catalog.index import CatalogIndex
 from acrelease.errors import FleetError
 from acrelease.fleet.model import Rollout, RolloutState, RolloutStatus, TargetKey, now_ms
 from acrelease.fleet.store import FleetStore
+from acrelease.manifest import Manifest
 from acrelease.versioning import parse_device_version
 
 log = logging.getLogger("acrelease.fleet")
@@ -81,6 +84,21 @@ def start(store: FleetStore, targets: Sequence[TargetKey], version: str, *, perc
         planned.append(rollout)
     for rollout in planned:
         store.put_rollout(rollout)
+    return planned
+
+
+def unpublished(manifest: Manifest, index: CatalogIndex,
+                versions: Sequence[semver.Version] | None) -> list[tuple[TargetKey, str]]:
+    """(target, version) pairs that ``publish`` is about to add to the catalog: the ones a
+    ``publish --percent`` must gate before the index names them."""
+    planned = []
+    for release in manifest.releases:
+        if versions is not None and release.version not in versions:
+            continue
+        for target in release.artifacts:
+            found = index.target(manifest.project, target)
+            if found is None or found.release(release.version) is None:
+                planned.append(((manifest.project, target), str(release.version)))
     return planned
 
 

@@ -443,6 +443,11 @@ class FleetStore(abc.ABC):
                            (r.project, r.target, r.version, r.percent, r.state, _stages(r.stages), r.advance_at,
                             r.min_updated, r.max_failures, r.held_base, r.stage_started, r.created, now_ms()))
 
+    def remove_rollout(self, project: str, target: str, version: str) -> None:
+        with self.transaction("remove the rollout", bump=True) as cursor:
+            cursor.execute(self.q("DELETE FROM rollouts WHERE project = ? AND target = ? AND version = ?"),
+                           (project, target, version))
+
     def move_rollout(self, rollout: Rollout, *, from_states: Sequence[RolloutState], state: RolloutState,
                      percent: float | None = None, held_base: int | None = None) -> bool:
         """Compare-and-set: change the rollout only if it is still in one of ``from_states`` at its
