@@ -181,27 +181,35 @@ def pin(
     key = _mac(mac)
     wanted = parse_release_version(version)
     index = _index(catalog)
-    # A device not seen yet needs --target; then the store may be created by this pin. Without
-    # --target the store must know the device, so a refused pin never leaves a new file behind.
-    with _store(catalog, fleet, create=target is not None) as store:
-        row = store.device(key)
-        if target is not None:
-            where = _target_key(target, index)
-        elif row is not None:
+    # A device not seen yet needs --target; then the store may be created by this pin, once the
+    # release is checked. Without --target the store must know the device. Either way a refused
+    # pin leaves no new file behind.
+    if target is not None:
+        where = _target_key(target, index)
+        _pinnable(index, where, wanted)
+        with _store(catalog, fleet) as store:
+            store.set_pin(key, where[0], where[1], str(wanted))
+    else:
+        with _store(catalog, fleet, create=False) as store:
+            row = store.device(key)
+            if row is None:
+                raise FleetError(f"{key}: the fleet store has not seen this device yet; say which target it is "
+                                 "with --target PROJECT/TARGET")
             where = row.target_key
-        else:
-            raise FleetError(f"{key}: the fleet store has not seen this device yet; say which target it is with "
-                             "--target PROJECT/TARGET")
-        found: TargetIndex | None = index.target(*where)
-        release = found.release(wanted) if found is not None else None
-        if release is None:
-            raise FleetError(f"{where[0]}/{where[1]} {wanted}: not published; `acrelease list --catalog DIR` shows "
-                             "what is")
-        if release.yanked:
-            raise FleetError(f"{where[0]}/{where[1]} {wanted}: yanked; pin a release that is offered "
-                             f"(or `acrelease yank {wanted} --undo` first)")
-        store.set_pin(key, where[0], where[1], str(wanted))
+            _pinnable(index, where, wanted)
+            store.set_pin(key, where[0], where[1], str(wanted))
     console.print(f"{key}: pinned to {where[0]}/{where[1]} {wanted}")
+
+
+def _pinnable(index: CatalogIndex, where: TargetKey, wanted: semver.Version) -> None:
+    found: TargetIndex | None = index.target(*where)
+    release = found.release(wanted) if found is not None else None
+    if release is None:
+        raise FleetError(f"{where[0]}/{where[1]} {wanted}: not published; `acrelease list --catalog DIR` shows "
+                         "what is")
+    if release.yanked:
+        raise FleetError(f"{where[0]}/{where[1]} {wanted}: yanked; pin a release that is offered "
+                         f"(or `acrelease yank {wanted} --undo` first)")
 
 
 def unpin(
