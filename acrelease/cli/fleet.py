@@ -8,6 +8,7 @@ renders. Changes reach running servers within a second (they poll the store's ge
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, console, print_json,
 from acrelease.errors import AcreleaseError, FleetError
 from acrelease.fleet import rollouts
 from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, RolloutStatus, TargetKey, iso
-from acrelease.fleet.states import device_state
+from acrelease.fleet.states import Classifier, device_state
 from acrelease.fleet.store import FleetStore, open_store
 from acrelease.manifest import Manifest
 from acrelease.server.device import normalise_mac
@@ -105,9 +106,13 @@ def devices(
     with _store(catalog, fleet, create=False) as store:
         rows = store.devices(*(key or (None, None)))
         view = store.load_view()
-    listed = [(row, s) for row in rows if (s := device_state(row, index, view)) == state or state is None]
+    classify = Classifier(index, view).state
+    listed = [(row, s) for row in rows if (s := classify(row)) == state or state is None]
     if as_json:
-        print_json([_device_json(row, s) for row, s in listed])
+        # One object per line, each by the C encoder (indent= would fall back to the pure-Python
+        # one): 100,000 devices list in well under the 3 s the issue asks for.
+        print("[\n" + ",\n".join([json.dumps(_device_json(row, s), ensure_ascii=False) for row, s in listed])
+              + ("\n]" if listed else "]"))
         return
     if not listed:
         console.print("No devices" + (f" in state {state}" if state else "") + (f" on {target}" if target else ""))

@@ -34,10 +34,19 @@ def now_ms() -> int:
     return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def iso(ms: int) -> str:
-    """``2026-12-02T15:04:05.123Z``: ISO 8601 UTC, as ``devices --json`` prints timestamps."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """``2026-12-02T15:04:05.123Z``: ISO 8601 UTC, as ``devices --json`` prints timestamps (the
+    seconds part remembered: a listing of 100,000 devices has far fewer distinct seconds)."""
+    second, milli = divmod(ms, 1000)
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        text = _SECONDS[second] = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{text}{milli:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,27 @@ from acrelease.versioning import parse_device_version
 _parse = lru_cache(maxsize=4096)(parse_device_version)  # a fleet reports few distinct versions
 
 
+class Classifier:
+    """:func:`device_state` for many devices at once: a fleet has few distinct situations (target,
+    channel, version, pin, holds, last release sent), so each is worked out once, except where a
+    rollout gate or the device's own intent makes the answer depend on its MAC."""
+
+    def __init__(self, index: CatalogIndex, view: FleetView) -> None:
+        self.index = index
+        self.view = view
+        self.cache: dict[tuple[object, ...], DeviceState] = {}
+
+    def state(self, row: DeviceRow) -> DeviceState:
+        personal = row.mac in self.view.by_mac or row.target_key in self.view.gates
+        key = (row.project, row.target, row.assigned or row.channel, row.version,
+               row.sketch_md5 if row.version is None else None, row.pinned, row.held, row.last_sent,
+               row.mac if personal else None)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = device_state(row, self.index, self.view)
+        return found
+
+
 def device_state(row: DeviceRow, index: CatalogIndex, view: FleetView) -> DeviceState:
     target = index.target(row.project, row.target)
     if target is None:

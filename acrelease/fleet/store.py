@@ -290,31 +290,23 @@ class FleetStore(abc.ABC):
             rows = self._rows(f"SELECT {', '.join('d.' + c.strip() for c in _DEVICE_COLUMNS.split(','))}, "
                               "p.version, a.channel FROM devices d LEFT JOIN pins p ON p.mac = d.mac "
                               f"LEFT JOIN assignments a ON a.mac = d.mac{where} ORDER BY d.mac", params)
+            # Holds and the last release sent, of each device's own target, joined in SQL; sends come
+            # oldest first so that the newest one per device is the one left in the dict.
+            same = "JOIN devices d ON d.mac = x.mac AND d.project = x.project AND d.target = x.target"
+            clause, extra = "", []
+            if macs is not None and len(macs) <= _CHUNK:
+                clause, extra = f" AND x.mac IN ({', '.join('?' * len(macs))})", list(macs)
             held: dict[str, list[str]] = {}
-            last: dict[str, tuple[int, str]] = {}
-            one = macs is not None and len(macs) <= _CHUNK
-            hold_sql = "SELECT mac, project, target, version FROM holds"
-            send_sql = "SELECT mac, project, target, version, last_sent FROM sends"
-            extra: list[Any] = []
-            hold_sql += " WHERE active = 1"
-            if one and macs is not None:
-                clause = f" mac IN ({', '.join('?' * len(macs))})"
-                hold_sql, send_sql, extra = hold_sql + " AND" + clause, send_sql + " WHERE" + clause, list(macs)
-            targets = {r[0]: (r[1], r[2]) for r in rows}
-            for mac, p, t, version in self._rows(hold_sql, extra):
-                if targets.get(mac) == (p, t):
-                    held.setdefault(mac, []).append(version)
-            for mac, p, t, version, at in self._rows(send_sql, extra):
-                if targets.get(mac) == (p, t) and (mac not in last or at > last[mac][0]):
-                    last[mac] = (int(at), version)
-        result = []
-        for r in rows:
-            mac = r[0]
-            sent = last.get(mac)
-            result.append(DeviceRow(mac, r[1], r[2], r[3], r[4], r[5], _int(r[6]), _int(r[7]), r[8], r[9],
-                                    int(r[10]), int(r[11]), int(r[12]), r[13], r[14],
-                                    tuple(sorted(held.get(mac, ()))), sent[1] if sent else None))
-        return result
+            for mac, version in self._rows(f"SELECT x.mac, x.version FROM holds x {same} WHERE x.active = 1{clause}",
+                                           extra):
+                held.setdefault(mac, []).append(version)
+            last = dict(self._rows(f"SELECT x.mac, x.version FROM sends x {same} WHERE 1 = 1{clause} "
+                                   "ORDER BY x.last_sent", extra))
+        # Columns come back as the schema types them (BIGINT -> int): no conversion per field, this
+        # runs 100,000 times for `acrelease devices`.
+        empty: tuple[str, ...] = ()
+        return [DeviceRow(*r, tuple(sorted(held[r[0]])) if r[0] in held else empty,  # type: ignore[call-arg]
+                          last.get(r[0])) for r in rows]
 
     def device(self, mac: str) -> DeviceRow | None:
         found = self.devices(macs=[mac])
