@@ -30,7 +30,7 @@ from acrelease.errors import FleetError
 from acrelease.fleet import rollouts
 from acrelease.fleet.model import EMPTY_VIEW, Event, EventKind, FleetView, Observation
 from acrelease.fleet.store import KEEP_EVENTS, FleetStore
-from acrelease.policy import Decision, DeviceFacts, Offer, Refuse
+from acrelease.policy import Decision, DeviceFacts, NoUpdate, Offer, Refuse
 from acrelease.versioning import parse_device_version
 
 log = logging.getLogger("acrelease.fleet")
@@ -44,17 +44,13 @@ PRUNE_INTERVAL = 300.0
 class _Pending:
     """One device's observations since the last flush (mutated under the recorder's lock)."""
 
-    __slots__ = ("address", "channel", "checks", "chip_size", "events", "first", "free_space", "last", "md5",
-                 "project", "sdk", "sent", "target", "version")
+    __slots__ = ("checks", "client", "events", "facts", "first", "last", "sent", "where")
 
-    project: str
-    target: str
-    channel: str
-    md5: str | None
-    chip_size: int | None
-    free_space: int | None
-    sdk: str | None
-    address: str | None
+    facts: DeviceFacts
+    """The newest check's facts (immutable, so kept as they are: one assignment per check)."""
+    where: tuple[str, str, str]
+    """(project, target, channel) of the newest check."""
+    client: tuple[str, int] | None
     last: float
 
     def __init__(self, at: float) -> None:
@@ -62,7 +58,6 @@ class _Pending:
         self.checks = 0
         self.sent: dict[semver.Version, list[float]] | None = None
         self.events: list[tuple[EventKind, float, semver.Version | None, str]] | None = None
-        self.version: semver.Version | None = None
 
     def merge_older(self, older: _Pending) -> None:
         """Fold observations that are older than this one's into it (a failed batch put back)."""
@@ -116,26 +111,24 @@ class Recorder:
         if mac is None:
             return
         now = time.time()
-        version = device.version
         with self._lock:
             pending = self._pending.get(mac)
             if pending is None:
                 if len(self._pending) >= self.max_devices:
                     self._drop_oldest(1)
                 pending = self._pending[mac] = _Pending(now)
-            elif version is not None and pending.version is not None and version != pending.version:
-                self._event(pending, "reported", now, version, f"was {pending.version}")
-            pending.project = project
-            pending.target = target
-            pending.channel = channel
-            pending.version = version
-            pending.md5 = device.sketch_md5
-            pending.chip_size = device.chip_size
-            pending.free_space = device.free_space
-            pending.sdk = device.sdk_version
-            pending.address = client[0] if client else None
+            else:
+                # Device versions come from a parse cache: the same object unless it changed.
+                version, before = device.version, pending.facts.version
+                if version is not before and version is not None and before is not None and version != before:
+                    self._event(pending, "reported", now, version, f"was {before}")
+            pending.facts = device
+            pending.where = (project, target, channel)
+            pending.client = client
             pending.last = now
             pending.checks += 1
+            if decision.__class__ is NoUpdate:  # most checks
+                return
             if isinstance(decision, Offer):
                 if sent:
                     self._sent(pending, decision, now)
@@ -267,8 +260,8 @@ class Recorder:
             return
         try:
             if batch:
-                self._loop_breaker(store, [mac for mac, p in batch.items() if p.sent or p.version is not None
-                                           or p.md5 is not None])
+                self._loop_breaker(store, [mac for mac, p in batch.items() if p.sent or p.facts.version is not None
+                                           or p.facts.sketch_md5 is not None])
             if any(r.state == "rolling" for r in self.view.rollouts):
                 rollouts.evaluate(store, self.index(), self.view.rollouts)
             if time.monotonic() >= self._next_prune:
@@ -307,8 +300,10 @@ class Recorder:
         sent = tuple((self._text(v) or "", int(c[0]), ms(c[1]), ms(c[2])) for v, c in p.sent.items()) if p.sent else ()
         events = tuple(Event(ms(at), kind, self._text(version), detail)
                        for kind, at, version, detail in p.events) if p.events else ()
-        return Observation(mac, p.project, p.target, p.channel, self._text(p.version), p.md5, p.chip_size,
-                           p.free_space, p.sdk, p.address, ms(p.first), ms(p.last), p.checks, sent, events)
+        f = p.facts
+        return Observation(mac, *p.where, self._text(f.version), f.sketch_md5, f.chip_size, f.free_space,
+                           f.sdk_version, p.client[0] if p.client else None, ms(p.first), ms(p.last), p.checks,
+                           sent, events)
 
     def _loop_breaker(self, store: FleetStore, macs: list[str]) -> None:
         """Armed holds of devices that checked again: the device reports the release after all
