@@ -101,6 +101,9 @@ class Recorder:
         self._last_error = -ERROR_INTERVAL * 2
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
         self._versions: dict[semver.Version, str] = {}
+        self._known: dict[str, tuple[object, ...]] = {}
+        """MAC -> the facts this worker last wrote for it: a device that checks again telling the
+        same is only "touched" (last seen, checks), the common case of a fleet."""
 
     # -- on the event loop ----------------------------------------------------------------------
 
@@ -247,21 +250,42 @@ class Recorder:
         if store is None:
             self._put_back(batch)
             return
+        full: list[Observation] = []
+        signatures: list[tuple[object, ...]] = []
+        touches: list[tuple[int, int, int, str]] = []
+        known = self._known
+        for mac, p in batch.items():
+            f = p.facts
+            # Tuple equality tries identity first: the version object from the parse cache is
+            # usually the very same one, so no SemVer comparison runs here.
+            signature: tuple[object, ...] = (p.where, f.version, f.sketch_md5, f.chip_size, f.free_space,
+                                             f.sdk_version, p.client[0] if p.client else None)
+            if p.sent is None and p.events is None and known.get(mac) == signature:
+                last = _ms(p.last)
+                touches.append((last, last, p.checks, mac))
+            else:
+                full.append(self._observation(mac, p))
+                signatures.append(signature)
         try:
             store.check()
             if batch:
-                store.record([self._observation(mac, p) for mac, p in batch.items()], self.loop_limit)
+                _, touched = store.record(full, self.loop_limit, touches)
         except FleetError as exc:
             self._error(exc)
             self._put_back(batch)
             if not store.path_ok():
                 store.close()  # deleted or replaced: the next flush opens (creates) it again
                 self._store = None
+                self._known.clear()
             return
+        if batch:
+            if touched < len(touches) or len(known) > self.max_devices * 2:
+                known.clear()  # rows went missing behind our back: write every device in full again
+            for observation, signature in zip(full, signatures, strict=True):
+                known[observation.mac] = signature
         try:
             if batch:
-                self._loop_breaker(store, [mac for mac, p in batch.items() if p.sent or p.facts.version is not None
-                                           or p.facts.sketch_md5 is not None])
+                self._loop_breaker(store, list(batch))
             if any(r.state == "rolling" for r in self.view.rollouts):
                 rollouts.evaluate(store, self.index(), self.view.rollouts)
             if time.monotonic() >= self._next_prune:

@@ -189,15 +189,23 @@ class FleetStore(abc.ABC):
 
     # -- observations (servers) -----------------------------------------------------------------
 
-    def record(self, batch: Sequence[Observation], loop_limit: int = 3) -> int:
+    def record(self, batch: Sequence[Observation], loop_limit: int = 3,
+               touches: Sequence[tuple[int, int, int, str]] = ()) -> tuple[int, int]:
         """Write one batch of coalesced observations in one transaction: devices (newest wins),
         first sightings and newly reported versions as events, events, whole images sent; then
-        arm a hold for each (device, release) sent ``loop_limit`` times. Returns how many holds
-        were armed (the intent generation moved if any)."""
-        if not batch:
-            return 0
-        armed = 0
+        arm a hold for each (device, release) sent ``loop_limit`` times.
+
+        ``touches`` are (last seen, last seen, checks, mac) of devices whose facts this writer
+        wrote before and that told nothing new: only their last sighting and count move (a
+        narrower write, and no lookup). Returns (holds armed, touches that found their device)."""
+        if not batch and not touches:
+            return 0, 0
+        armed = touched = 0
         with self.transaction("record observations") as cursor:
+            if touches:
+                cursor.executemany(self.q("UPDATE devices SET last_seen = CASE WHEN ? > last_seen THEN ? ELSE "
+                                          "last_seen END, checks = checks + ? WHERE mac = ?"), touches)
+                touched = max(cursor.rowcount, 0)
             known: dict[str, tuple[str | None, int]] = {}
             macs = [o.mac for o in batch]
             for start in range(0, len(macs), _CHUNK):
@@ -221,7 +229,8 @@ class FleetStore(abc.ABC):
                     events.append((o.mac, event.at, seq, event.event, event.version, event.detail[:200]))
                 for version, count, first, last in o.sent:
                     sends.append((o.mac, o.project, o.target, version, count, count, first, last))
-            cursor.executemany(self.q(UPSERT_DEVICE), devices)
+            if devices:
+                cursor.executemany(self.q(UPSERT_DEVICE), devices)
             if events:
                 cursor.executemany(self.q("INSERT INTO events (mac, at, seq, event, version, detail) "
                                           "VALUES (?, ?, ?, ?, ?, ?)"), events)
@@ -239,7 +248,7 @@ class FleetStore(abc.ABC):
                     armed += max(cursor.rowcount, 0)
                 if armed:
                     cursor.execute(self.q("UPDATE meta SET value = value + 1 WHERE key = 'generation'"))
-        return armed
+        return armed, touched
 
     def prune(self, keep: int = KEEP_EVENTS) -> int:
         """Keep the newest ``keep`` events of every device; returns how many were deleted."""

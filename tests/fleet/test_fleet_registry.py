@@ -89,8 +89,9 @@ def test_a_broken_store_changes_no_answer(tmp_path: Path, damage: str) -> None:
             for part in path.parent.iterdir():
                 os.chmod(part, 0o644)
         # Kept in memory, written once the store works again (or into the new store).
-        rows = wait_for(lambda: len(got := listed(built.root)) >= len(later) and got, timeout=10)
-        assert {d.mac for d in later} <= {r["mac"] for r in rows}
+        assert wait_for(path.exists, timeout=10)  # the deleted store is created again
+        wanted = {d.mac for d in later}
+        assert wait_for(lambda: wanted <= {r["mac"] for r in listed(built.root)}, timeout=10)
 
 
 def test_the_store_is_never_served(tmp_path: Path) -> None:
