@@ -114,5 +114,8 @@ def test_publish_percent_gates_before_the_index_names_the_release(tmp_path: Path
         got = offered(served.port, fleet)
         assert got == {d.mac for d in fleet if in_cohort("demo", "d1mini", "1.1.0", d.mac, 5)}
         # No device outside the stage was ever offered it, not even in the second after publish.
-        log = served.log()
-        assert sum("serving 1.1.0" in line for line in log.splitlines()) == len(got)
+        def served_lines() -> int:
+            return sum("serving 1.1.0" in line for line in served.log().splitlines())
+
+        assert wait_for(lambda: served_lines() >= len(got))  # the log is written in batches
+        assert served_lines() == len(got)
