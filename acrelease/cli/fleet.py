@@ -109,10 +109,13 @@ def devices(
     classify = Classifier(index, view).state
     listed = [(row, s) for row in rows if (s := classify(row)) == state or state is None]
     if as_json:
-        # One object per line, each by the C encoder (indent= would fall back to the pure-Python
-        # one): 100,000 devices list in well under the 3 s the issue asks for.
-        print("[\n" + ",\n".join([json.dumps(_device_json(row, s), ensure_ascii=False) for row, s in listed])
-              + ("\n]" if listed else "]"))
+        objects = [_device_json(row, s) for row, s in listed]
+        if len(objects) > 1000:
+            # Large fleets in one call of the C encoder (indent= falls back to the pure-Python one):
+            # 100,000 devices list within the 3 s the issue asks for.
+            print(json.dumps(objects, ensure_ascii=False))
+        else:
+            print_json(objects)
         return
     if not listed:
         console.print("No devices" + (f" in state {state}" if state else "") + (f" on {target}" if target else ""))

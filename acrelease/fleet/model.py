@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import semver
 
@@ -81,9 +81,10 @@ class Observation:
     events: tuple[Event, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    """One device as the registry holds it (without state, which depends on the catalog)."""
+class DeviceRow(NamedTuple):
+    """One device as the registry holds it (without state, which depends on the catalog). A named
+    tuple rather than a frozen dataclass: ``acrelease devices`` builds 100,000 of them, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost a third of that."""
 
     mac: str
     project: str
