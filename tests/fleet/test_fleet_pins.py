@@ -12,7 +12,7 @@ import pytest
 from tests import clirun
 from tests.factories.catalog import demo_catalog
 from tests.fleet.fleetsim import Device, check_all, cli_json, mac_of, store_file
-from tests.integration.served import serving
+from tests.integration.served import serving, start_cli, stop_cli
 
 SETTLE = 1.3
 
@@ -91,3 +91,14 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: list[str
     assert message in refused(built.root, *args)
     assert sorted(p.name for p in built.root.rglob("*")) == before
     assert not store_file(built.root).exists()
+
+
+def test_serve_says_where_it_records_and_refuses_an_unusable_store(tmp_path: Path) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    done = clirun.run("serve", "--catalog", str(built.root), "--fleet", "postgresql://u:secret@db/fleet",
+                      "--port", "0", "--bind", "127.0.0.1")
+    assert done.returncode == 8 and done.stderr.count("\n") == 1 and "secret" not in done.stderr
+    assert "PostgreSQL" in done.stderr
+    process, _ = start_cli(built.root)
+    code, out, _ = stop_cli(process)
+    assert code == 0 and f"fleet registry: {store_file(built.root)}" in out
