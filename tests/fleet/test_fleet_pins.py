@@ -99,6 +99,7 @@ def test_serve_says_where_it_records_and_refuses_an_unusable_store(tmp_path: Pat
                       "--port", "0", "--bind", "127.0.0.1")
     assert done.returncode == 8 and done.stderr.count("\n") == 1 and "secret" not in done.stderr
     assert "PostgreSQL" in done.stderr
-    process, _ = start_cli(built.root)
+    process, port = start_cli(built.root)
+    check_all(port, [Device(mac_of(1), "1.1.0")])  # answered: serving, its signal handlers are in place
     code, out, _ = stop_cli(process)
     assert code == 0 and f"fleet registry: {store_file(built.root)}" in out
