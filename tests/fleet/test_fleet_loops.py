@@ -77,7 +77,8 @@ def test_held_devices_halt_their_rollout_until_resumed(tmp_path: Path) -> None:
         assert len(halted) == 1 and "WARNING" in halted[0] and stuck[0].mac in halted[0]
         time.sleep(FLUSHED)
         assert {r.status for r in check_all(served.port, waiting)} == {304}  # no device is sent it
-        assert {states(root)[d.mac] for d in waiting} == {"waiting"}
+        now = wait_for(lambda: (got := states(root)) and all(d.mac in got for d in waiting) and got)
+        assert {now[d.mac] for d in waiting} == {"waiting"}
 
         done = clirun.run("rollout", "1.1.0", "--resume", "--catalog", str(root))
         assert done.returncode == 0, done.stderr
