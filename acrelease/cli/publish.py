@@ -16,6 +16,8 @@ from acrelease.cli.progress import progress_bar
 from acrelease.errors import CatalogError, UsageError
 from acrelease.versioning import parse_release_version
 
+ROLLOUT = "Staged rollout (publish to a share of the fleet first)"
+
 
 def _catalog(flag: Path | None) -> Path:
     root = resolve_catalog(flag)
@@ -29,13 +31,31 @@ def publish(
     catalog: Path | None = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP),
     manifest_path: Path = MANIFEST_OPTION,
     as_json: bool = JSON_OPTION,
+    percent: float | None = typer.Option(None, "--percent", rich_help_panel=ROLLOUT,
+                                         help="Publish into a staged rollout: offer it to this share of devices."),
+    stages: str | None = typer.Option(None, "--stages", rich_help_panel=ROLLOUT,
+                                      help="Autopilot stages, e.g. 1,10,50,100 (see `acrelease rollout`)."),
+    advance_at: float | None = typer.Option(None, "--advance-at", rich_help_panel=ROLLOUT,
+                                            help="Autopilot: % that must report it before the next stage."),
+    min_updated: int | None = typer.Option(None, "--min-updated", min=0, rich_help_panel=ROLLOUT,
+                                           help="Autopilot: devices that must report it before the next stage."),
+    max_failures: int | None = typer.Option(None, "--max-failures", min=1, rich_help_panel=ROLLOUT,
+                                            help="Halt the rollout when this many devices are held on it."),
+    fleet: str | None = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", rich_help_panel=ROLLOUT,
+                                     help="The fleet store (default <catalog>/.acrelease/fleet.sqlite3)."),
 ) -> None:
     """Copy released images into the catalog, atomically and immutably, and update its index."""
     root = _catalog(catalog)
     loaded = manifest.load(manifest_path)
     versions = [parse_release_version(version)] if version else None
-    with progress_bar(quiet=as_json) as bar:
-        result = publish_releases(loaded, root, versions, progress=bar)
+    if percent is not None or stages:
+        from acrelease.cli.fleet import staged_publish
+
+        result = staged_publish(loaded, root, versions, fleet, percent=percent, stages=stages,
+                                advance_at=advance_at, min_updated=min_updated, max_failures=max_failures)
+    else:
+        with progress_bar(quiet=as_json) as bar:
+            result = publish_releases(loaded, root, versions, progress=bar)
     if as_json:
         print_json({"catalog": str(result.catalog), "generation": result.generation,
                     "published": [{"target": t, "version": v} for t, v in result.published],

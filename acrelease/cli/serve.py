@@ -13,6 +13,7 @@ import typer
 from acrelease.cli.common import resolve_catalog
 from acrelease.errors import UsageError
 
+FLEET = "Fleet registry (acrelease devices, rollout, pin, assign)"
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
 
 
@@ -50,6 +51,12 @@ def serve(
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
     open_catalog: bool = typer.Option(False, "--open-catalog", help="With --auth: let the AutoConnect catalog "
                                       "list without credentials (its client cannot send any)."),
+    fleet: str | None = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", rich_help_panel=FLEET,
+                                     help="Fleet store (SQLite file; default <catalog>/.acrelease/fleet.sqlite3)."),
+    no_fleet: bool = typer.Option(False, "--no-fleet", rich_help_panel=FLEET,
+                                  help="Record no devices and apply no rollouts, pins or assignments."),
+    loop_limit: int = typer.Option(3, "--loop-limit", min=1, rich_help_panel=FLEET,
+                                   help="Hold a device sent the same release this many times without it coming up."),
 ) -> None:
     """Serve the catalog to ESP8266/ESP32 devices and AutoConnect (Ctrl-C stops)."""
     from acrelease.server.logs import FORMATS, LEVELS
@@ -71,7 +78,8 @@ def serve(
         max_downloads=max_downloads,
         tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog,
         head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
-        max_header_bytes=max_header_bytes, max_header_lines=max_header_lines))
+        max_header_bytes=max_header_bytes, max_header_lines=max_header_lines,
+        fleet_enabled=not no_fleet, fleet=fleet, loop_limit=loop_limit))
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ client input leads to a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
@@ -25,6 +26,8 @@ from urllib.parse import parse_qsl
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.catalog.index import Artifact
 from acrelease.channels import STABLE
+from acrelease.fleet.recorder import Recorder
+from acrelease.fleet.store import open_store
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
 from acrelease.server import decisions, httpcache, listing, plain
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
@@ -78,10 +81,19 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
                                          catalog_auth=settings.catalog_auth)
     # Each worker process takes its share of the cap (rounded up, so the total is never below it).
     per_worker = -(-settings.max_downloads // settings.workers) if settings.max_downloads else None
-    return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
-                                        recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
-                     plain_folder)
+    catalog = catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
+                                 recheck_interval=settings.recheck_interval)
+    return UpdateApp(catalog, decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
+                     plain_folder, fleet=fleet_recorder(settings, catalog))
+
+
+def fleet_recorder(settings: ServerSettings, catalog: Catalog) -> Recorder | None:
+    """The fleet registry's recorder for this worker (its thread starts with the app's lifespan,
+    after ``--workers`` forked: each process opens its own store connection)."""
+    if not settings.fleet_enabled:
+        return None
+    spec, root = settings.fleet, settings.catalog
+    return Recorder(lambda: open_store(spec, root), lambda: catalog.state.index, loop_limit=settings.loop_limit)
 
 
 class UpdateApp:
@@ -89,7 +101,8 @@ class UpdateApp:
 
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
-                 retry_after: int = 60, plain_folder: PlainFolder | None = None) -> None:
+                 retry_after: int = 60, plain_folder: PlainFolder | None = None,
+                 fleet: Recorder | None = None) -> None:
         self.catalog = catalog
         self.plain = plain_folder
         """The folder served while the catalog has no index (``serve`` on a plain folder), else None."""
@@ -99,6 +112,7 @@ class UpdateApp:
         self.retry_after = str(retry_after).encode()
         self.channels = ChannelWatch()
         """Unknown ``?channel=`` values: answered as stable, warned about once."""
+        self.fleet = fleet
         self._listing_state: CatalogState | None = None
         self._listings: dict[str, bytes | None] = {}
 
@@ -106,11 +120,16 @@ class UpdateApp:
         await self.catalog.start()
         if self.plain is not None:
             await self.plain.start()
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.open)  # pins and rollouts apply from the first check
+            self.fleet.start()
 
     async def shutdown(self) -> None:
         await self.catalog.stop()
         if self.plain is not None:
             await self.plain.stop()
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.stop)  # one last flush
         self.access.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -171,12 +190,31 @@ class UpdateApp:
             if channel != STABLE:
                 client = scope.get("client")
                 self.channels.check(target, channel, device.mac, client[0] if client else None)
-        decision = decide(device, target, channel)
-        await self._answer(scope, send, state, device, decision, update=True)
+        fleet = self.fleet
+        if fleet is None:
+            decision = decide(device, target, channel)
+            await self._answer(scope, send, state, device, decision, update=True)
+            return
+        view = fleet.view
+        intent = view.by_mac.get(device.mac) if device.mac is not None else None
+        gates = view.gates.get((project, target_name))
+        if intent is None and gates is None:  # nearly every check: today's decision, untouched
+            decision = decide(device, target, channel)
+        else:
+            decision = decide(device, target, channel, intent, gates)
+            if intent is not None and intent.channel is not None:
+                channel = intent.channel
+        sent = False
+        try:
+            sent = await self._answer(scope, send, state, device, decision, update=True)
+        finally:
+            fleet.observe(device, project, target_name, channel, scope.get("client"), decision, sent)
 
     async def _answer(self, scope: Scope, send: Send, state: CatalogState, device: DeviceFacts,
-                      decision: Decision, *, update: bool) -> None:
-        method = scope["method"]
+                      decision: Decision, *, update: bool) -> bool:
+        """Answer ``decision``; True when the whole body of an image went out (a GET, not a HEAD,
+        a 503 or a client that left half way)."""
+        method: str = scope["method"]
         if isinstance(decision, NoUpdate):
             # The policy 304 (F.23): "your device is current"; no body, no validators.
             await send({"type": "http.response.start", "status": 304, "headers": []})
@@ -194,11 +232,11 @@ class UpdateApp:
             if data is None:
                 await _simple(send, 404, method)
                 self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
-                return
+                return False
             if method != "HEAD" and not self.downloads.take():
                 await _simple(send, 503, method, extra=[(b"retry-after", self.retry_after)])
                 self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight", decision)
-                return
+                return False
             try:
                 if update:
                     await self._send_image(scope, send, device, decision, data)
@@ -209,8 +247,9 @@ class UpdateApp:
                 if method != "HEAD":
                     self.downloads.release()
             self._log(scope, device, 200, decision.reason, decision)
-            return
+            return method != "HEAD"  # _body returned: every slice was handed to the transport
         self._log(scope, device, decision.status, decision.reason, decision)
+        return False
 
     async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
                           data: memoryview) -> None:

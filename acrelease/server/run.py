@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 from acrelease import chips
 from acrelease.access import AccessPolicy
-from acrelease.errors import CatalogError, ServeError
+from acrelease.errors import CatalogError, FleetError, ServeError
+from acrelease.fleet.store import store_path
 from acrelease.server import channels, logs
 from acrelease.server.app import create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -57,6 +58,11 @@ def serve(settings: ServerSettings) -> None:
     tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
     decisions = logs.configure_logging(settings.log_level, settings.log_format)
+    if settings.fleet_enabled:
+        try:  # a --fleet this version cannot use is one line at start-up, before anything is bound
+            store_path(settings.fleet, settings.catalog)
+        except FleetError as exc:
+            raise ServeError(str(exc)) from None
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
@@ -71,6 +77,7 @@ def serve(settings: ServerSettings) -> None:
         _print_plain(settings, plain, sock.getsockname()[1])
     else:
         print_urls(settings, catalog.state, sock.getsockname()[1])
+    print_fleet(settings)
     shared = _Shared(catalog, sock, decisions, access, tls, plain)
     if settings.workers == 1:
         _worker(settings, shared)
@@ -130,6 +137,17 @@ def _print_plain(settings: ServerSettings, plain: PlainFolder, port: int) -> Non
     workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
     print_plain(plain, settings.host, host, public_port, "https" if settings.tls_cert else "http", workers,
                 sys.stdout)
+
+
+def print_fleet(settings: ServerSettings, out: TextIO | None = None) -> None:
+    """Where devices are recorded (README "Fleet control")."""
+    out = out or sys.stdout
+    if not settings.fleet_enabled:
+        print("\nfleet registry: off (--no-fleet); no devices recorded, no rollouts, pins or assignments", file=out)
+    else:
+        where = str(store_path(settings.fleet, settings.catalog))  # checked by serve() before binding
+        print(f"\nfleet registry: {where} (acrelease devices --catalog {settings.catalog})", file=out)
+    out.flush()
 
 
 def _public_host(settings: ServerSettings, port: int) -> tuple[str, int]:

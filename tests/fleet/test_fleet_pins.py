@@ -1,0 +1,105 @@
+"""Pins (downgrades included) and channel assignments against a real server, across a restart;
+the CLI's one-line refusals, which change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import clirun
+from tests.factories.catalog import demo_catalog
+from tests.fleet.fleetsim import Device, check_all, cli_json, mac_of, store_file
+from tests.integration.served import serving, start_cli, stop_cli
+
+SETTLE = 1.3
+
+
+def ok(catalog: Path, *args: str) -> str:
+    done = clirun.run(*args, "--catalog", str(catalog))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def refused(catalog: Path, *args: str) -> str:
+    done = clirun.run(*args, "--catalog", str(catalog))
+    assert done.returncode == 10 and done.stderr.startswith("acrelease: error: "), (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    return done.stderr
+
+
+def version_sent(port: int, device: Device) -> str | None:
+    reply = check_all(port, [device])[0]
+    assert reply.status in (200, 304)
+    return reply.headers.get("x-version") if reply.status == 200 else None
+
+
+def test_pins_and_assignments_survive_a_restart(tmp_path: Path) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    root = built.root
+    a, b, c = (Device(mac_of(n), "1.1.0") for n in (1, 2, 3))
+    with serving(root, tmp_path / "logs") as served:
+        assert [version_sent(served.port, d) for d in (a, b, c)] == [None, None, None]
+        time.sleep(SETTLE)  # recorded: a and c are known devices now
+        ok(root, "pin", a.mac.lower().replace(":", ""), "1.0.0")  # any case, no colons
+        assert "--target" in refused(root, "pin", "02:00:00:00:00:77", "1.0.0")
+        ok(root, "pin", "02-00-00-00-00-77", "1.0.0", "--target", "demo/d1mini")
+        ok(root, "assign", c.mac, "--channel", "beta")
+        time.sleep(SETTLE)
+        reply = check_all(served.port, [a])[0]
+        assert reply.status == 200 and reply.headers["x-version"] == "1.0.0"  # a downgrade, because pinned
+        assert reply.headers["x-md5"] == hashlib.md5(reply.body).hexdigest()
+        assert version_sent(served.port, Device(a.mac, "1.0.0")) is None  # 304 on the pinned version
+        assert version_sent(served.port, Device("02:00:00:00:00:77", "1.1.0")) == "1.0.0"
+        assert version_sent(served.port, c) == "1.2.0-beta.1"  # the assignment beats ?channel=stable
+        assert version_sent(served.port, b) is None
+    with serving(root, tmp_path / "logs") as served:  # a restart: the intent is in the store
+        assert version_sent(served.port, a) == "1.0.0"
+        assert version_sent(served.port, c) == "1.2.0-beta.1"
+        rows = {r["mac"]: r for r in cli_json("devices", "--catalog", str(root))}
+        assert rows[a.mac]["pinned"] == "1.0.0" and rows[c.mac]["channel"] == "beta"
+        ok(root, "unpin", a.mac)
+        ok(root, "assign", c.mac, "--channel", "stable")
+        time.sleep(SETTLE)
+        assert version_sent(served.port, a) is None and version_sent(served.port, c) is None
+        events = [e["event"] for e in cli_json("device", a.mac, "--catalog", str(root))["events"]]
+        assert "pinned" in events and "unpinned" in events
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pin", "zz:00:00:00:00:01", "1.0.0"], "not a MAC address"),
+    (["pin", "02:00:00:00:01", "1.0.0"], "not a MAC address"),
+    (["unpin", "02:00:00:00:00:01:02"], "not a MAC address"),
+    (["assign", "hello", "--channel", "beta"], "not a MAC address"),
+    (["retry", "02.00.00.00.00.01"], "not a MAC address"),
+    (["device", "0200000000"], "not a MAC address"),
+    (["pin", "02:00:00:00:00:01", "9.9.9", "--target", "demo/d1mini"], "9.9.9: not published"),
+    (["pin", "02:00:00:00:00:01", "1.0.0", "--target", "demo/yanked"], "yanked"),
+    (["pin", "02:00:00:00:00:01", "1.0.0", "--target", "d1mini/"], "PROJECT/TARGET"),
+    (["rollout", "1.1.0", "--percent", "0"], "--percent"),
+    (["rollout", "1.1.0", "--stages", "10,5,100"], "--stages"),
+    (["rollout", "7.0.0", "--percent", "5"], "not published"),
+    (["devices", "--state", "sleepy"], "--state sleepy"),
+])
+def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    built.add("demo", "yanked", "esp8266", "1.0.0", yanked=True)
+    built.write()
+    before = sorted(p.name for p in built.root.rglob("*"))
+    assert message in refused(built.root, *args)
+    assert sorted(p.name for p in built.root.rglob("*")) == before
+    assert not store_file(built.root).exists()
+
+
+def test_serve_says_where_it_records_and_refuses_an_unusable_store(tmp_path: Path) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    done = clirun.run("serve", "--catalog", str(built.root), "--fleet", "postgresql://u:secret@db/fleet",
+                      "--port", "0", "--bind", "127.0.0.1")
+    assert done.returncode == 8 and done.stderr.count("\n") == 1 and "secret" not in done.stderr
+    assert "PostgreSQL" in done.stderr
+    process, port = start_cli(built.root)
+    check_all(port, [Device(mac_of(1), "1.1.0")])  # answered: serving, its signal handlers are in place
+    code, out, _ = stop_cli(process)
+    assert code == 0 and f"fleet registry: {store_file(built.root)}" in out
