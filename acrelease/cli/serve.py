@@ -11,7 +11,9 @@ from pathlib import Path
 import typer
 
 from acrelease.cli.common import resolve_catalog
+from acrelease.errors import UsageError
 
+ADMIN = "Admin listener (dashboard, metrics, health)"
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
 
 
@@ -41,6 +43,12 @@ def serve(
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
     open_catalog: bool = typer.Option(False, "--open-catalog", help="With --auth: let the AutoConnect catalog "
                                       "list without credentials (its client cannot send any)."),
+    admin: str | None = typer.Option(None, "--admin", metavar="ADDR:PORT", rich_help_panel=ADMIN,
+                                     help="Serve the dashboard, /metrics and /healthz on this address "
+                                     "(e.g. 127.0.0.1:8001); never on the device port."),
+    admin_auth: Path | None = typer.Option(None, "--admin-auth", rich_help_panel=ADMIN,
+                                           help="Credentials file (`acrelease auth add`) for every admin route; "
+                                           "required when --admin is not a loopback address."),
 ) -> None:
     """Serve the catalog to ESP8266/ESP32 devices and AutoConnect (Ctrl-C stops)."""
     from acrelease.server.run import ServerSettings
@@ -51,7 +59,17 @@ def serve(
         catalog=root, host=bind, port=port, log_level=log.upper(), workers=workers, max_downloads=max_downloads,
         tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog,
         head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
-        max_header_bytes=max_header_bytes, max_header_lines=max_header_lines))
+        max_header_bytes=max_header_bytes, max_header_lines=max_header_lines,
+        admin=parse_address(admin, "--admin") if admin else None, admin_auth=admin_auth))
+
+
+def parse_address(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); a bad value is one usage error line."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{flag} {text}: expected ADDR:PORT, e.g. 127.0.0.1:8001")
+    return host, int(port)
 
 
 def register(app: typer.Typer) -> None:

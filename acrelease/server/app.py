@@ -15,17 +15,19 @@ client input leads to a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.channels import STABLE
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
-from acrelease.server import decisions, httpcache, listing
+from acrelease.server import decisions, health, httpcache, listing
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.device import device_facts
+from acrelease.server.metrics import BYTES_SENT, Metrics
 from acrelease.server.settings import ServerSettings
 
 log = logging.getLogger("acrelease.server")
@@ -41,6 +43,8 @@ TEXT = (b"content-type", b"text/plain; charset=utf-8")
 JSON = (b"content-type", b"application/json")
 ALLOW = (b"allow", b"GET, HEAD")
 UPDATE_PREFIX = "/update/"
+STARTED = "acrelease.started"
+"""Scope key: ``time.perf_counter()`` when the app took the request (only while metrics are on)."""
 
 
 class DownloadSlots:
@@ -61,7 +65,8 @@ class DownloadSlots:
 
 
 def create_app(settings: ServerSettings, catalog: Catalog | None = None,
-               decisions: DecisionLog | None = None, access: AccessPolicy | None = None) -> UpdateApp:
+               decisions: DecisionLog | None = None, access: AccessPolicy | None = None,
+               metrics: Metrics | None = None) -> UpdateApp:
     """The ASGI app for ``settings.catalog``; pass ``catalog`` to share an already loaded one
     (``serve`` loads it before forking workers so the verification is done once). ``access``
     defaults to the policy of ``settings.auth_file`` / ``allow_file`` (open when neither is set)."""
@@ -72,7 +77,8 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
     per_worker = -(-settings.max_downloads // settings.workers) if settings.max_downloads else None
     return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                         recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after)
+                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
+                     metrics)
 
 
 class UpdateApp:
@@ -80,8 +86,12 @@ class UpdateApp:
 
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
-                 retry_after: int = 60) -> None:
+                 retry_after: int = 60, metrics: Metrics | None = None,
+                 health_checks: Sequence[health.Check] = ()) -> None:
         self.catalog = catalog
+        self.metrics = metrics
+        """Counts every answer when the admin listener is on (``None``: nothing is counted)."""
+        self.health_checks = tuple(health_checks)
         self.decisions = decisions or DecisionLog()
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)
@@ -121,6 +131,8 @@ class UpdateApp:
     async def _http(self, scope: Scope, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self.metrics is not None:
+            scope[STARTED] = time.perf_counter()
         if method != "GET" and method != "HEAD":
             # The server exposes no write endpoint (issue 4).
             await _simple(send, 405, method, extra=[ALLOW])
@@ -131,6 +143,9 @@ class UpdateApp:
             await self._update(scope, send, state, path[len(UPDATE_PREFIX):])
         elif path == "/_catalog":
             await self._catalog(scope, send, state)
+        elif path == "/healthz":
+            status, body = health.health(state.index.generation, self.catalog.loaded, self.health_checks)
+            await _simple(send, status, method, body=body)
         else:
             await self._download(scope, send, state, path)
 
@@ -191,7 +206,7 @@ class UpdateApp:
                           data: memoryview) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": _image_headers(offer, device, len(data))})
-        await _body(scope, send, data)
+        await _body(scope, send, data, self.metrics)
 
     # -- /_catalog ----------------------------------------------------------------------------
 
@@ -263,12 +278,12 @@ class UpdateApp:
                        (b"content-range", f"bytes {outcome.start}-{outcome.end}/{len(data)}".encode()),
                        (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 206, "headers": headers})
-            await _body(scope, send, part)
+            await _body(scope, send, part, self.metrics)
         else:
             headers = _image_headers(offer, device, len(data))
             headers += [etag_header, (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await _body(scope, send, data)
+            await _body(scope, send, data, self.metrics)
 
     # -- access control ---------------------------------------------------------------------------
 
@@ -289,7 +304,10 @@ class UpdateApp:
 
     def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str,
              decision: Decision | None = None) -> None:
-        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path."""
+        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path;
+        and the answer counted for ``/metrics`` when the admin listener is on."""
+        if self.metrics is not None:
+            self.metrics.answered(scope["path"], status, None, decision, scope[STARTED])
         if self.decisions.enabled():
             self.decisions.write(decisions.Decision(scope.get("client"), scope["method"], scope["path"],
                                                     scope.get("query_string", b""), device, status, reason,
@@ -307,8 +325,10 @@ def _image_headers(offer: Offer, device: DeviceFacts, size: int) -> Headers:
     return headers
 
 
-async def _body(scope: Scope, send: Send, data: memoryview) -> None:
+async def _body(scope: Scope, send: Send, data: memoryview, metrics: Metrics | None) -> None:
     """Send ``data`` in CHUNK slices (nothing for HEAD); awaits the server's flow control."""
+    if metrics is not None and scope["method"] != "HEAD":
+        metrics.add(BYTES_SENT, len(data))  # counted when sending starts: a dropped client counts too
     if scope["method"] == "HEAD":
         await send({"type": "http.response.body", "body": b""})
         return
@@ -322,8 +342,10 @@ async def _body(scope: Scope, send: Send, data: memoryview) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _simple(send: Send, status: int, method: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = REASONS.get(status, b"")
+async def _simple(send: Send, status: int, method: str, extra: Iterable[tuple[bytes, bytes]] = (),
+                  body: bytes | None = None) -> None:
+    if body is None:
+        body = REASONS.get(status, b"")
     headers = [(b"content-length", str(len(body)).encode()), TEXT, *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})

@@ -107,6 +107,8 @@ class Catalog:
         self.state = CatalogState()
         self._signature: IndexSignature = None
         self._loaded = False
+        self.reload_errors = 0
+        """Times ``index.json`` could not be read since start (the previous state kept serving)."""
         self._verified: dict[FileKey, Verified] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -125,11 +127,17 @@ class Catalog:
             try:
                 index = parse_index((self.root / INDEX_NAME).read_bytes(), INDEX_NAME)
             except (CatalogError, OSError) as exc:
+                self.reload_errors += 1
                 log.error("catalog: %s; still serving generation %d", _one_line(exc),
                           self.state.index.generation)
                 return False
         self._install(index)
         return True
+
+    @property
+    def loaded(self) -> bool:
+        """The index has been read (or found absent) at least once."""
+        return self._loaded
 
     def recheck(self) -> bool:
         """Re-stat every file of the current index; True if what is served changed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -24,10 +25,11 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from acrelease import chips
-from acrelease.access import AccessPolicy
+from acrelease.access import AccessPolicy, Credentials, load_credentials
+from acrelease.admin.app import AdminApp
 from acrelease.errors import ServeError
-from acrelease.server import logs
-from acrelease.server.app import create_app
+from acrelease.server import logs, metrics
+from acrelease.server.app import UpdateApp, create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.settings import ServerSettings
@@ -51,17 +53,53 @@ def serve(settings: ServerSettings) -> None:
     # Files are read once here, before forking: a bad one is one line at start-up, not a dead worker.
     tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
+    admin_credentials = _admin_credentials(settings)
     decisions = logs.configure_logging(settings.log_level)
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
+    admin_sock = bind(*settings.admin) if settings.admin else None
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     catalog.load()
     print_urls(settings, catalog.state, sock.getsockname()[1])
-    shared = _Shared(catalog, sock, decisions, access, tls)
+    if admin_sock is not None:
+        host, port = admin_sock.getsockname()[:2]
+        print(f"admin: dashboard http://{_url_host(host)}:{port}/, metrics /metrics, health /healthz"
+              f"{' (HTTP Basic)' if admin_credentials else ''}", flush=True)
+    block = metrics.SharedBlock(settings.workers) if admin_sock is not None else None
+    shared = _Shared(catalog, sock, decisions, access, tls, admin_sock, admin_credentials, block)
     if settings.workers == 1:
-        _worker(settings, shared)
+        _worker(settings, shared, 0)
     else:
         _prefork(settings, shared)
+
+
+def _admin_credentials(settings: ServerSettings) -> Credentials | None:
+    """The admin listener's credentials, read once before forking; refuses an admin port that
+    others could reach without them (the dashboard shows every device of the fleet)."""
+    if settings.admin is None:
+        return None
+    host, port = settings.admin
+    if port == settings.port and port != 0:
+        raise ServeError(f"--admin {host}:{port}: the admin listener needs a port of its own, not the device "
+                         f"port {settings.port}")
+    if settings.admin_auth is None:
+        if not _loopback(host):
+            raise ServeError(f"--admin {host}:{port}: not a loopback address, so the dashboard would be open to "
+                             "the network; add --admin-auth FILE (`acrelease auth add USER --file FILE`) or bind "
+                             "127.0.0.1")
+        return None
+    return load_credentials(settings.admin_auth)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -145,24 +183,48 @@ class _Shared:
     decisions: DecisionLog
     access: AccessPolicy
     tls: ssl.SSLContext | None
+    admin_sock: socket.socket | None = None
+    admin_credentials: Credentials | None = None
+    block: metrics.SharedBlock | None = None
+    """Every worker's counts (one row each), shared across fork; ``None`` without the admin listener."""
 
 
-def _worker(settings: ServerSettings, shared: _Shared) -> None:
-    app = create_app(settings, shared.catalog, shared.decisions, shared.access)
+def _worker(settings: ServerSettings, shared: _Shared, row: int) -> None:
+    """Serve in this process; ``row`` is this worker's row of the shared metrics block."""
+    counts = metrics.Metrics(shared.block, row) if shared.block is not None else None
+    app = create_app(settings, shared.catalog, shared.decisions, shared.access, counts)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        flusher = loop.create_task(logs.flush_logs_periodically())
+        background = [loop.create_task(logs.flush_logs_periodically())]
+        servers = [serve_socket(app, settings, shared.sock, stop, shared.tls)]
+        if counts is not None and shared.block is not None and shared.admin_sock is not None:
+            admin = AdminApp(shared.catalog, counts, shared.block.totals, credentials=shared.admin_credentials,
+                             checks=app.health_checks)
+            servers.append(serve_socket(admin, settings, shared.admin_sock, stop, None))
+            background.append(loop.create_task(_publish_metrics(app, counts)))
         try:
-            await serve_socket(app, settings, shared.sock, stop, shared.tls)
+            await asyncio.gather(*servers)
         finally:
-            flusher.cancel()
+            for task in background:
+                task.cancel()
             logs.flush_logs()
 
     _run(main)
+
+
+async def _publish_metrics(app: UpdateApp, counts: metrics.Metrics) -> None:
+    """Copy this worker's counts (and the gauges read off the app) into shared memory, so that
+    whichever worker answers a scrape sums current figures."""
+    while True:
+        counts.set(metrics.GENERATION, app.catalog.state.index.generation)
+        counts.set(metrics.RELOAD_ERRORS, app.catalog.reload_errors)
+        counts.set(metrics.DOWNLOADS_ACTIVE, app.downloads.active)
+        counts.publish()
+        await asyncio.sleep(metrics.PUBLISH_INTERVAL)
 
 
 class _Stop(Exception):
@@ -170,9 +232,10 @@ class _Stop(Exception):
 
 
 def _prefork(settings: ServerSettings, shared: _Shared) -> None:
-    children: dict[int, float] = {}
+    children: dict[int, tuple[float, int]] = {}
+    """pid -> (start time, row): a replacement worker takes over the row of the one that died."""
 
-    def spawn() -> None:
+    def spawn(row: int) -> None:
         logs.flush_logs()  # nothing buffered may be written twice
         pid = os.fork()
         if pid == 0:  # child
@@ -180,13 +243,13 @@ def _prefork(settings: ServerSettings, shared: _Shared) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                _worker(settings, shared)
+                _worker(settings, shared, row)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
                 os._exit(code)
-        children[pid] = time.monotonic()
+        children[pid] = (time.monotonic(), row)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop
@@ -194,17 +257,18 @@ def _prefork(settings: ServerSettings, shared: _Shared) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        for _ in range(settings.workers):
-            spawn()
+        for row in range(settings.workers):
+            spawn(row)
         while children:
             pid, status = os.wait()
-            started = children.pop(pid, None)
-            if started is None:
+            child = children.pop(pid, None)
+            if child is None:
                 continue
+            started, row = child
             log.error("worker %d exited (status %d); starting a new one", pid, status)
             if time.monotonic() - started < 1.0:
                 time.sleep(1.0)  # do not spin if workers die at once
-            spawn()
+            spawn(row)
     except _Stop:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -216,3 +280,5 @@ def _prefork(settings: ServerSettings, shared: _Shared) -> None:
                 os.waitpid(pid, 0)
     finally:
         shared.sock.close()
+        if shared.admin_sock is not None:
+            shared.admin_sock.close()

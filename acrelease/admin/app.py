@@ -1,0 +1,87 @@
+"""The admin listener's ASGI app (``serve --admin ADDR:PORT``): health, metrics, and the dashboard.
+
+It runs in the same worker processes as the device port, on its own socket, so nothing of the
+fleet is ever reachable on the port devices use, and it never serves firmware. It is read-only:
+control stays in the CLI. With ``--admin-auth FILE`` every route needs HTTP Basic (the same
+credentials file format as ``--auth``); ``serve`` refuses a non-loopback ``--admin`` without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from acrelease.access import Credentials
+from acrelease.access.credentials import AuthBusy
+from acrelease.admin import exposition
+from acrelease.server import health
+from acrelease.server.asgi import Receive, Scope, Send
+from acrelease.server.catalog import Catalog
+from acrelease.server.metrics import Metrics
+
+log = logging.getLogger("acrelease.admin")
+
+TEXT = (b"content-type", b"text/plain; charset=utf-8")
+CHALLENGE = (b"www-authenticate", b'Basic realm="acrelease admin"')
+
+
+class AdminApp:
+    """ASGI callable for the admin port. ``totals`` sums every worker's counts (a fresh snapshot)."""
+
+    def __init__(self, catalog: Catalog, metrics: Metrics, totals: Callable[[], Sequence[int]], *,
+                 credentials: Credentials | None = None, checks: Sequence[health.Check] = ()) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+        self.totals = totals
+        self.credentials = credentials
+        self.checks = tuple(checks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # the device app's lifespan starts and stops what both share
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _text(send, method, 405, b"Method Not Allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        if self.credentials is not None and not await self._authorised(scope, send):
+            return
+        path = scope["path"]
+        if path == "/healthz":
+            status, body = self.health()
+            await _text(send, method, status, body)
+        elif path == "/metrics":
+            self.metrics.publish()  # this worker's own counts as of now
+            body = exposition.render(self.totals)
+            await _reply(send, method, 200, body, [(b"content-type", exposition.CONTENT_TYPE.encode())])
+        else:
+            await _text(send, method, 404, b"Not Found\n")
+
+    def health(self) -> tuple[int, bytes]:
+        return health.health(self.catalog.state.index.generation, self.catalog.loaded, self.checks)
+
+    async def _authorised(self, scope: Scope, send: Send) -> bool:
+        assert self.credentials is not None
+        header = next((value for name, value in scope["headers"] if name.lower() == b"authorization"), None)
+        try:
+            user = await self.credentials.check_async(header) if header is not None else None
+        except AuthBusy:
+            await _text(send, scope["method"], 503, b"Service Unavailable\n", [(b"retry-after", b"5")])
+            return False
+        if user is None:
+            client = scope.get("client")
+            log.warning("admin: %s refused (%s credentials)", client[0] if client else "-",
+                        "no" if header is None else "wrong")
+            await _text(send, scope["method"], 401, b"Unauthorized\n", [CHALLENGE])
+            return False
+        return True
+
+
+async def _text(send: Send, method: str, status: int, body: bytes,
+                extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await _reply(send, method, status, body, [TEXT, *extra])
+
+
+async def _reply(send: Send, method: str, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
