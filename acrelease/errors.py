@@ -77,3 +77,11 @@ class ServeError(AcreleaseError):
     """Raised when the update server cannot start (address in use, unreadable catalog...)."""
 
     exit_code = 8
+
+
+class FleetError(AcreleaseError):
+    """Raised by the fleet commands (``devices``, ``rollout``, ``pin``...): a malformed MAC, an
+    unknown device or release, a rollout change that is not possible, or a fleet store that cannot
+    be opened, read or written. The message names the store or the device and what to do."""
+
+    exit_code = 10

@@ -15,6 +15,7 @@ import semver
 from acrelease import chips
 from acrelease.catalog.index import Artifact, PublishedRelease, TargetIndex
 from acrelease.channels import STABLE
+from acrelease.fleet.model import DeviceIntent, Gates
 
 SKETCH_MODE = "sketch"
 VERSION_MODE = "version"
@@ -176,8 +177,16 @@ def _facts(target: TargetIndex) -> _Facts:
     return facts
 
 
-def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> Decision:
-    """The version-aware endpoint's answer for ``device`` asking for ``target`` on ``channel``."""
+def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE,
+           intent: DeviceIntent | None = None, gates: Gates | None = None) -> Decision:
+    """The version-aware endpoint's answer for ``device`` asking for ``target`` on ``channel``.
+
+    ``intent`` (the device's pin, assigned channel and holds) and ``gates`` (the target's rollouts
+    in progress) come from the fleet registry; the server passes them only when there are any, so
+    the common check takes the path below the two ``if``s untouched.
+    """
+    if intent is not None or gates is not None:
+        return _decide_fleet(device, target, channel, intent, gates)
     if device.arch is None or not device.update_agent:
         return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
     if device.missing:
@@ -218,6 +227,96 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE) -> D
     if refusal is not None:
         return refusal
     return Offer(newest, artifact, reason)
+
+
+def _decide_fleet(device: DeviceFacts, target: TargetIndex, channel: str, intent: DeviceIntent | None,
+                  gates: Gates | None) -> Decision:
+    """:func:`decide` for a device the operator said something about, or a target under a rollout:
+    an assigned channel replaces the URL's; a pin is served whatever the device runs (downgrades
+    included); releases the device is held on, and releases of a rollout it is not (yet) in,
+    are treated as if they did not exist (docs/architecture.md, "State")."""
+    if device.arch is None or not device.update_agent:
+        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
+    if device.missing:
+        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")  # F.26
+    facts = _facts(target)
+    if facts.arch != device.arch:
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
+    if intent is not None and intent.channel is not None:
+        channel = intent.channel
+    mode = device.mode or SKETCH_MODE
+    filesystem = mode in FILESYSTEM_MODES
+    if not filesystem and mode != SKETCH_MODE and mode != VERSION_MODE:
+        return Refuse(404, f"unsupported mode {mode!r}", "mode")
+    pinned = _pinned_release(target, intent)
+    if pinned is not None:
+        return _decide_pinned(device, facts, pinned, mode)
+    pool = admitted(facts.pool(channel, filesystem), target, device.mac, intent, gates)
+    if mode == VERSION_MODE:
+        if not pool:
+            return Refuse(404, f"nothing published on channel {channel!r} for this device", "nothing-published")
+        return Announce(pool[0], pool[0].firmware, "announce")
+    if not pool:
+        what = "filesystem image" if filesystem else "firmware"
+        return NoUpdate(f"no {what} for this device on channel {channel!r} (rollout or hold)")
+    newest = pool[0]
+    artifact = newest.filesystem if filesystem else newest.firmware
+    assert artifact is not None  # filtered by pool()
+    running, how = _running_version(device, facts)
+    if running is not None:
+        if facts.yanked and any(running == v for v in facts.yanked):
+            reason = "running a yanked release: rollback"
+        elif facts.at_least(running, newest.version):
+            return _CURRENT[how]
+        else:
+            reason = f"{how} older"
+    else:
+        reason = "running version unknown"
+    refusal = _misfit(device, artifact, mode)
+    if refusal is not None:
+        return refusal
+    return Offer(newest, artifact, reason)
+
+
+def admitted(pool: list[PublishedRelease], target: TargetIndex, mac: str | None, intent: DeviceIntent | None,
+             gates: Gates | None) -> list[PublishedRelease]:
+    """``pool`` without the releases this device is held on or not (yet) let into by a rollout."""
+    held = intent.held if intent is not None else None
+    result = []
+    for release in pool:
+        if held and (target.project, target.target, release.version) in held:
+            continue
+        if gates is not None:
+            gate = gates.get(release.version)
+            if gate is not None and not gate.admits(mac):
+                continue
+        result.append(release)
+    return result
+
+
+def _pinned_release(target: TargetIndex, intent: DeviceIntent | None) -> PublishedRelease | None:
+    """The release the device is pinned to, if it is pinned on this target and the release is
+    published and not yanked (a pin to a release yanked later no longer applies)."""
+    if intent is None or intent.pin is None or intent.pin_target != (target.project, target.target):
+        return None
+    release = target.release(intent.pin)
+    return release if release is not None and not release.yanked else None
+
+
+def _decide_pinned(device: DeviceFacts, facts: _Facts, release: PublishedRelease, mode: str) -> Decision:
+    """Exactly the pinned release: 304 when the device runs it, else its image, even when older."""
+    if mode == VERSION_MODE:
+        return Announce(release, release.firmware, f"pinned to {release.version}")
+    artifact = release.filesystem if mode in FILESYSTEM_MODES else release.firmware
+    if artifact is None:
+        return NoUpdate(f"pinned to {release.version}, which has no filesystem image")
+    running, how = _running_version(device, facts)
+    if running is not None and running == release.version:
+        return NoUpdate(f"pinned to {release.version}: {how} current")
+    refusal = _misfit(device, artifact, mode)
+    if refusal is not None:
+        return refusal
+    return Offer(release, artifact, f"pinned to {release.version}")
 
 
 def decide_download(device: DeviceFacts, target: TargetIndex, release: PublishedRelease,

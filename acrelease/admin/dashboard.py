@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -34,6 +34,7 @@ HISTORY_DAYS = 7
 SORTS = (("last_seen", "last seen, newest first"), ("mac", "MAC"), ("checks", "most checks"),
          ("version", "version"))
 HOUR_MS = 3_600_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class FleetReader:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, work: Callable[[FleetStore], Any]) -> Any:
+    async def _run(self, work: Callable[[FleetStore], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._with_store, work)
 
-    def _with_store(self, work: Callable[[FleetStore], Any]) -> Any:
+    def _with_store(self, work: Callable[[FleetStore], T]) -> T:
         if self._store is None:
             self._store = self.open_store()
         return work(self._store)

@@ -14,6 +14,7 @@ from acrelease.cli.common import resolve_catalog
 from acrelease.errors import UsageError
 
 ADMIN = "Admin listener (dashboard, metrics, health)"
+FLEET = "Fleet registry (acrelease devices, rollout, pin, assign)"
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
 
 
@@ -49,6 +50,12 @@ def serve(
     admin_auth: Path | None = typer.Option(None, "--admin-auth", rich_help_panel=ADMIN,
                                            help="Credentials file (`acrelease auth add`) for every admin route; "
                                            "required when --admin is not a loopback address."),
+    fleet: str | None = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", rich_help_panel=FLEET,
+                                     help="Fleet store (SQLite file; default <catalog>/.acrelease/fleet.sqlite3)."),
+    no_fleet: bool = typer.Option(False, "--no-fleet", rich_help_panel=FLEET,
+                                  help="Record no devices and apply no rollouts, pins or assignments."),
+    loop_limit: int = typer.Option(3, "--loop-limit", min=1, rich_help_panel=FLEET,
+                                   help="Hold a device sent the same release this many times without it coming up."),
 ) -> None:
     """Serve the catalog to ESP8266/ESP32 devices and AutoConnect (Ctrl-C stops)."""
     from acrelease.server.run import ServerSettings
@@ -60,7 +67,8 @@ def serve(
         tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog,
         head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
         max_header_bytes=max_header_bytes, max_header_lines=max_header_lines,
-        admin=parse_address(admin, "--admin") if admin else None, admin_auth=admin_auth))
+        admin=parse_address(admin, "--admin") if admin else None, admin_auth=admin_auth,
+        fleet_enabled=not no_fleet, fleet=fleet, loop_limit=loop_limit))
 
 
 def parse_address(text: str, flag: str) -> tuple[str, int]:

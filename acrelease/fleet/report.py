@@ -9,10 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from acrelease.catalog.index import CatalogIndex
 from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, FleetView, RolloutStatus, iso
 from acrelease.fleet.states import device_state
-
-from acrelease.catalog.index import CatalogIndex
 
 UNKNOWN_VERSION = "unknown"
 """How a device that reports no version is counted in ``versions``."""

@@ -14,6 +14,7 @@ client input leads to a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ from urllib.parse import parse_qsl
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.channels import STABLE
+from acrelease.fleet.recorder import Recorder
+from acrelease.fleet.store import open_store
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
 from acrelease.server import decisions, health, httpcache, listing
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
@@ -45,6 +48,8 @@ ALLOW = (b"allow", b"GET, HEAD")
 UPDATE_PREFIX = "/update/"
 STARTED = "acrelease.started"
 """Scope key: ``time.perf_counter()`` when the app took the request (only while metrics are on)."""
+KIND = "acrelease.kind"
+"""Scope key: the answer's kind for /metrics where the decision alone does not tell (``held``)."""
 
 
 class DownloadSlots:
@@ -75,10 +80,19 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
                                          catalog_auth=settings.catalog_auth)
     # Each worker process takes its share of the cap (rounded up, so the total is never below it).
     per_worker = -(-settings.max_downloads // settings.workers) if settings.max_downloads else None
-    return UpdateApp(catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
-                                        recheck_interval=settings.recheck_interval),
-                     decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
-                     metrics)
+    catalog = catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
+                                 recheck_interval=settings.recheck_interval)
+    return UpdateApp(catalog, decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
+                     metrics, fleet=fleet_recorder(settings, catalog))
+
+
+def fleet_recorder(settings: ServerSettings, catalog: Catalog) -> Recorder | None:
+    """The fleet registry's recorder for this worker (its thread starts with the app's lifespan,
+    after ``--workers`` forked: each process opens its own store connection)."""
+    if not settings.fleet_enabled:
+        return None
+    spec, root = settings.fleet, settings.catalog
+    return Recorder(lambda: open_store(spec, root), lambda: catalog.state.index, loop_limit=settings.loop_limit)
 
 
 class UpdateApp:
@@ -87,7 +101,7 @@ class UpdateApp:
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
                  retry_after: int = 60, metrics: Metrics | None = None,
-                 health_checks: Sequence[health.Check] = ()) -> None:
+                 health_checks: Sequence[health.Check] = (), fleet: Recorder | None = None) -> None:
         self.catalog = catalog
         self.metrics = metrics
         """Counts every answer when the admin listener is on (``None``: nothing is counted)."""
@@ -96,14 +110,20 @@ class UpdateApp:
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)
         self.retry_after = str(retry_after).encode()
+        self.fleet = fleet
         self._listing_state: CatalogState | None = None
         self._listings: dict[str, bytes | None] = {}
 
     async def startup(self) -> None:
         await self.catalog.start()
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.open)  # pins and rollouts apply from the first check
+            self.fleet.start()
 
     async def shutdown(self) -> None:
         await self.catalog.stop()
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.stop)  # one last flush
         self.access.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,13 +181,34 @@ class UpdateApp:
             await _simple(send, 404, scope["method"])
             self._log(scope, device, 404, "unknown project/target")
             return
-        channel = _query(scope).get("channel") or STABLE
-        decision = decide(device, target, channel[:32])
-        await self._answer(scope, send, state, device, decision, update=True)
+        channel = (_query(scope).get("channel") or STABLE)[:32]
+        fleet = self.fleet
+        if fleet is None:
+            decision = decide(device, target, channel)
+            await self._answer(scope, send, state, device, decision, update=True)
+            return
+        view = fleet.view
+        intent = view.by_mac.get(device.mac) if device.mac is not None else None
+        gates = view.gates.get((project, target_name))
+        if intent is None and gates is None:  # nearly every check: today's decision, untouched
+            decision = decide(device, target, channel)
+        else:
+            decision = decide(device, target, channel, intent, gates)
+            if intent is not None and intent.channel is not None:
+                channel = intent.channel
+            if intent is not None and intent.held and isinstance(decision, NoUpdate):
+                scope[KIND] = "held"  # not offered what it is held on (the loop breaker), for /metrics
+        sent = False
+        try:
+            sent = await self._answer(scope, send, state, device, decision, update=True)
+        finally:
+            fleet.observe(device, project, target_name, channel, scope.get("client"), decision, sent)
 
     async def _answer(self, scope: Scope, send: Send, state: CatalogState, device: DeviceFacts,
-                      decision: Decision, *, update: bool) -> None:
-        method = scope["method"]
+                      decision: Decision, *, update: bool) -> bool:
+        """Answer ``decision``; True when the whole body of an image went out (a GET, not a HEAD,
+        a 503 or a client that left half way)."""
+        method: str = scope["method"]
         if isinstance(decision, NoUpdate):
             # The policy 304 (F.23): "your device is current"; no body, no validators.
             await send({"type": "http.response.start", "status": 304, "headers": []})
@@ -185,11 +226,11 @@ class UpdateApp:
             if data is None:
                 await _simple(send, 404, method)
                 self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
-                return
+                return False
             if method != "HEAD" and not self.downloads.take():
                 await _simple(send, 503, method, extra=[(b"retry-after", self.retry_after)])
                 self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight", decision)
-                return
+                return False
             try:
                 if update:
                     await self._send_image(scope, send, device, decision, data)
@@ -199,8 +240,9 @@ class UpdateApp:
                 if method != "HEAD":
                     self.downloads.release()
             self._log(scope, device, 200, decision.reason, decision)
-            return
+            return method != "HEAD"  # _body returned: every slice was handed to the transport
         self._log(scope, device, decision.status, decision.reason, decision)
+        return False
 
     async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
                           data: memoryview) -> None:
@@ -307,7 +349,7 @@ class UpdateApp:
         """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path;
         and the answer counted for ``/metrics`` when the admin listener is on."""
         if self.metrics is not None:
-            self.metrics.answered(scope["path"], status, None, decision, scope[STARTED])
+            self.metrics.answered(scope["path"], status, scope.get(KIND), decision, scope[STARTED])
         if self.decisions.enabled():
             self.decisions.write(decisions.Decision(scope.get("client"), scope["method"], scope["path"],
                                                     scope.get("query_string", b""), device, status, reason,

@@ -27,7 +27,9 @@ from urllib.parse import urlsplit
 from acrelease import chips
 from acrelease.access import AccessPolicy, Credentials, load_credentials
 from acrelease.admin.app import AdminApp
+from acrelease.admin.dashboard import Dashboard, FleetReader
 from acrelease.errors import ServeError
+from acrelease.fleet.store import open_store
 from acrelease.server import logs, metrics
 from acrelease.server.app import UpdateApp, create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -202,8 +204,14 @@ def _worker(settings: ServerSettings, shared: _Shared, row: int) -> None:
         background = [loop.create_task(logs.flush_logs_periodically())]
         servers = [serve_socket(app, settings, shared.sock, stop, shared.tls)]
         if counts is not None and shared.block is not None and shared.admin_sock is not None:
+            dashboard = None
+            if settings.fleet_enabled:
+                spec, root = settings.fleet, settings.catalog
+                reader = FleetReader(lambda: open_store(spec, root), shared.catalog)
+                dashboard = Dashboard(reader, shared.catalog, catalog_dir=str(settings.catalog),
+                                      loop_limit=settings.loop_limit)
             admin = AdminApp(shared.catalog, counts, shared.block.totals, credentials=shared.admin_credentials,
-                             checks=app.health_checks)
+                             checks=app.health_checks, dashboard=dashboard)
             servers.append(serve_socket(admin, settings, shared.admin_sock, stop, None))
             background.append(loop.create_task(_publish_metrics(app, counts)))
         try:

@@ -67,3 +67,12 @@ class ServerSettings:
     """How often index.json's stat is polled (a new publish is served within 1 s)."""
     recheck_interval: float = 5.0
     """How often every served file is re-stat'ed (a file changed or deleted behind our back)."""
+
+    # Fleet registry (docs/architecture.md, "State").
+    fleet_enabled: bool = True
+    """Record every device that checks (``--no-fleet``: record nothing, apply no fleet intent)."""
+    fleet: str | None = None
+    """Fleet store (a SQLite path or ``sqlite:`` URL); default ``<catalog>/.acrelease/fleet.sqlite3``."""
+    loop_limit: int = 3
+    """Loop breaker: a device sent the whole image of a release this many times and still running
+    an older one is held on it (``--loop-limit``)."""

@@ -1,0 +1,323 @@
+"""The fleet commands: ``devices``, ``device``, ``retry``, ``pin``, ``unpin``, ``assign``, ``rollout``.
+
+Each opens the fleet store (``--fleet PATH`` / ``ACRELEASE_FLEET``, else the catalog's
+``.acrelease/fleet.sqlite3``), reads the catalog's index where states or releases matter, and
+renders. Changes reach running servers within a second (they poll the store's generation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from acrelease.catalog.index import CatalogIndex, TargetIndex, load_index
+from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, console, print_json, resolve_catalog
+from acrelease.errors import FleetError
+from acrelease.fleet import rollouts
+from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, RolloutStatus, TargetKey, iso
+from acrelease.fleet.states import device_state
+from acrelease.fleet.store import FleetStore, open_store
+from acrelease.server.device import normalise_mac
+from acrelease.versioning import parse_release_version
+
+FLEET_HELP = "The fleet store (env ACRELEASE_FLEET; default <catalog>/.acrelease/fleet.sqlite3)."
+CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
+FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
+
+
+# -- shared ----------------------------------------------------------------------------------------
+
+def _mac(text: str) -> str:
+    mac = normalise_mac(text.strip())
+    if mac is None:
+        raise FleetError(f"{text!r} is not a MAC address; write it as AA:BB:CC:DD:EE:FF, aa-bb-cc-dd-ee-ff "
+                         "or aabbccddeeff")
+    return mac
+
+
+def _index(catalog: Path | None) -> CatalogIndex:
+    root = resolve_catalog(catalog)
+    if root is None:
+        raise FleetError("name the catalog folder with --catalog DIR (or set ACRELEASE_CATALOG): states and "
+                         "releases are read from its index")
+    if not root.is_dir():
+        raise FleetError(f"{root}: catalog folder not found; pass the folder `acrelease serve` serves")
+    return load_index(root)
+
+
+@contextlib.contextmanager
+def _store(catalog: Path | None, fleet: str | None, *, create: bool = True) -> Iterator[FleetStore]:
+    store = open_store(fleet, resolve_catalog(catalog), create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _target_key(text: str, index: CatalogIndex | None = None) -> TargetKey:
+    """``PROJECT/TARGET``, or a bare ``TARGET`` that names exactly one target of the catalog."""
+    project, slash, name = text.partition("/")
+    if slash and project and name and "/" not in name:
+        return (project, name)
+    if not slash and index is not None:
+        found = [key for key in index.targets if key[1] == text]
+        if len(found) == 1:
+            return found[0]
+    raise FleetError(f"--target {text}: write it as PROJECT/TARGET (e.g. demo/d1mini)")
+
+
+def _device_json(row: DeviceRow, state: str) -> dict[str, Any]:
+    return {"mac": row.mac, "target": f"{row.project}/{row.target}", "channel": row.assigned or row.channel,
+            "version": row.version, "sketch_md5": row.sketch_md5, "address": row.address,
+            "first_seen": iso(row.first_seen), "last_seen": iso(row.last_seen), "checks": row.checks,
+            "pinned": row.pinned, "state": state}
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {"at": iso(event.at), "event": event.event, "version": event.version, "detail": event.detail}
+
+
+# -- devices, device --------------------------------------------------------------------------------
+
+def devices(
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+    target: str | None = typer.Option(None, "--target", help="Only PROJECT/TARGET."),
+    state: str | None = typer.Option(None, "--state", help="Only devices in this state: " + ", ".join(DEVICE_STATES)),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Every device that checked in, with what it runs and its state against the catalog."""
+    if state is not None and state not in DEVICE_STATES:
+        raise FleetError(f"--state {state}: not a state; use one of {', '.join(DEVICE_STATES)}")
+    index = _index(catalog)
+    key = _target_key(target, index) if target else None
+    with _store(catalog, fleet, create=False) as store:
+        rows = store.devices(*(key or (None, None)))
+        view = store.load_view()
+    listed = [(row, s) for row in rows if (s := device_state(row, index, view)) == state or state is None]
+    if as_json:
+        print_json([_device_json(row, s) for row, s in listed])
+        return
+    if not listed:
+        console.print("No devices" + (f" in state {state}" if state else "") + (f" on {target}" if target else ""))
+        return
+    lines = [f"{'MAC':17}  {'TARGET':24}  {'VERSION':14}  {'STATE':8}  {'CHECKS':>7}  {'LAST SEEN':24}  ADDRESS"]
+    for row, s in listed:
+        version = row.version or (f"md5 {row.sketch_md5[:8]}" if row.sketch_md5 else "-")
+        if row.pinned:
+            version += f" (pin {row.pinned})"
+        lines.append(f"{row.mac:17}  {row.project + '/' + row.target:24}  {version:14}  {s:8}  {row.checks:>7}  "
+                     f"{iso(row.last_seen):24}  {row.address or '-'}")
+    print("\n".join(lines))
+
+
+def device(
+    mac: str = typer.Argument(..., help="The device's MAC (any case, with or without colons)."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One device: what it reports, its state, and its history (newest first)."""
+    key = _mac(mac)
+    index = _index(catalog)
+    with _store(catalog, fleet, create=False) as store:
+        row = store.device(key)
+        if row is None:
+            raise FleetError(f"{key}: no such device in the fleet store; it appears after its first check "
+                             "(`acrelease devices` lists those seen)")
+        view = store.load_view()
+        events = store.events(key)
+    state = device_state(row, index, view)
+    if as_json:
+        print_json({**_device_json(row, state), "events": [_event_json(e) for e in events]})
+        return
+    for name, value in _device_json(row, state).items():
+        console.print(f"{name + ':':12} {value if value is not None else '-'}")
+    if row.held:
+        console.print(f"{'held on:':12} {', '.join(row.held)}")
+    console.print("events:")
+    for event in events:
+        console.print(f"  {iso(event.at)}  {event.event:9} {event.version or '-':14} {event.detail}")
+
+
+# -- retry, pin, unpin, assign ----------------------------------------------------------------------
+
+def retry(
+    mac: str = typer.Argument(..., help="The device's MAC."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+) -> None:
+    """Clear the loop breaker's hold on a device: it is offered the release again, with a fresh count."""
+    key = _mac(mac)
+    with _store(catalog, fleet, create=False) as store:
+        if store.device(key) is None:
+            raise FleetError(f"{key}: no such device in the fleet store; nothing to retry")
+        released = store.retry(key)
+    if released:
+        console.print(f"{key}: hold on {', '.join(released)} cleared; it is offered again at its next check")
+    else:
+        console.print(f"{key}: was not held; its send counts start again")
+
+
+def pin(
+    mac: str = typer.Argument(..., help="The device's MAC."),
+    version: str = typer.Argument(..., help="The published release it must run (older ones included)."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+    target: str | None = typer.Option(None, "--target", help="PROJECT/TARGET, for a device not seen yet."),
+) -> None:
+    """Make a device run exactly VERSION: sent it whenever it reports anything else, downgrades included."""
+    key = _mac(mac)
+    wanted = parse_release_version(version)
+    index = _index(catalog)
+    # A device not seen yet needs --target; then the store may be created by this pin. Without
+    # --target the store must know the device, so a refused pin never leaves a new file behind.
+    with _store(catalog, fleet, create=target is not None) as store:
+        row = store.device(key)
+        if target is not None:
+            where = _target_key(target, index)
+        elif row is not None:
+            where = row.target_key
+        else:
+            raise FleetError(f"{key}: the fleet store has not seen this device yet; say which target it is with "
+                             "--target PROJECT/TARGET")
+        found: TargetIndex | None = index.target(*where)
+        release = found.release(wanted) if found is not None else None
+        if release is None:
+            raise FleetError(f"{where[0]}/{where[1]} {wanted}: not published; `acrelease list --catalog DIR` shows "
+                             "what is")
+        if release.yanked:
+            raise FleetError(f"{where[0]}/{where[1]} {wanted}: yanked; pin a release that is offered "
+                             f"(or `acrelease yank {wanted} --undo` first)")
+        store.set_pin(key, where[0], where[1], str(wanted))
+    console.print(f"{key}: pinned to {where[0]}/{where[1]} {wanted}")
+
+
+def unpin(
+    mac: str = typer.Argument(..., help="The device's MAC."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+) -> None:
+    """Remove a device's pin: it follows its channel and rollouts again."""
+    key = _mac(mac)
+    with _store(catalog, fleet, create=False) as store:
+        if not store.clear_pin(key):
+            raise FleetError(f"{key}: not pinned; nothing to do")
+    console.print(f"{key}: unpinned")
+
+
+def assign(
+    mac: str = typer.Argument(..., help="The device's MAC."),
+    channel: str = typer.Option(..., "--channel", help="The channel (`stable` puts it back)."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+) -> None:
+    """Put a device on a channel, whatever ?channel= its URL says."""
+    key = _mac(mac)
+    name = channel.strip()
+    if not name or len(name) > 32 or not name.isprintable() or not name.isascii():
+        raise FleetError(f"--channel {channel!r}: a channel is 1 to 32 printable ASCII characters")
+    with _store(catalog, fleet) as store:
+        store.assign(key, None if name == "stable" else name)
+    console.print(f"{key}: on channel {name}")
+
+
+# -- rollout ----------------------------------------------------------------------------------------
+
+def rollout(
+    version: str | None = typer.Argument(None, help="The release (omit to list rollouts)."),
+    catalog: Path | None = CATALOG_OPTION,
+    fleet: str | None = FLEET_OPTION,
+    percent: float | None = typer.Option(None, "--percent", help="Offer the release to this share of devices."),
+    target: str | None = typer.Option(None, "--target", help="PROJECT/TARGET (default: every target with VERSION)."),
+    pause: bool = typer.Option(False, "--pause", help="Offer it to no new device until --resume."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a paused or halted rollout."),
+    abort: bool = typer.Option(False, "--abort", help="Stop offering it; devices already on it keep it."),
+    stages: str | None = typer.Option(None, "--stages", help="Autopilot stages, e.g. 1,10,50,100."),
+    advance_at: float | None = typer.Option(None, "--advance-at", help="Autopilot: % of devices sent it in a stage "
+                                            "that must report it before the next stage (default 95)."),
+    min_updated: int | None = typer.Option(None, "--min-updated", min=0, help="Autopilot: at least this many "
+                                           "devices must report it (default 10)."),
+    max_failures: int | None = typer.Option(None, "--max-failures", min=1, help="Halt when this many devices are "
+                                            "held on it (default 5)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Start, widen, pause, resume or abort a staged rollout; without VERSION, list rollouts."""
+    index = _index(catalog)
+    actions = [name for name, on in (("pause", pause), ("resume", resume), ("abort", abort)) if on]
+    if version is None:
+        if actions or percent is not None or stages or target:
+            raise FleetError("name the release: acrelease rollout VERSION --percent N (or --pause/--resume/--abort)")
+        with _store(catalog, fleet, create=False) as store:
+            _print_rollouts(rollouts.statuses(store, index), as_json)
+        return
+    wanted = str(parse_release_version(version))
+    if len(actions) > 1 or (actions and (percent is not None or stages)):
+        raise FleetError("give one of --percent/--stages, --pause, --resume, --abort")
+    if not actions:  # everything a start can refuse is checked before the store is opened (or created)
+        keys = rollout_targets(index, wanted, target)
+        stage_list = rollouts.parse_stages(stages) if stages else ()
+        if percent is None and not stage_list:
+            raise FleetError("say how far to roll out: --percent N, or --stages 1,10,50,100")
+        rollouts.check_percent(percent if percent is not None else stage_list[0])
+    with _store(catalog, fleet, create=not actions) as store:
+        if actions:
+            keys = [_target_key(target, index)] if target else [
+                (r.project, r.target) for r in store.rollouts() if r.version == wanted]
+            if not keys:
+                raise FleetError(f"{wanted}: no rollout; start one with `acrelease rollout {wanted} --percent N`")
+            changed = rollouts.change(store, keys, wanted, actions[0])
+        else:
+            changed = rollouts.start(store, keys, wanted, percent=percent, stages=stage_list,
+                                     advance_at=advance_at, min_updated=min_updated, max_failures=max_failures)
+        statuses = [s for s in rollouts.statuses(store, index)
+                    if (s.rollout.project, s.rollout.target, s.rollout.version) in
+                    {(r.project, r.target, r.version) for r in changed}]
+    _print_rollouts(statuses, as_json)
+
+
+def rollout_targets(index: CatalogIndex, version: str, target: str | None) -> list[TargetKey]:
+    """The targets a rollout of ``version`` applies to: ``--target``, else every target with it published."""
+    wanted = parse_release_version(version)
+    if target:
+        key = _target_key(target, index)
+        found = index.target(*key)
+        if found is None or found.release(wanted) is None:
+            raise FleetError(f"{key[0]}/{key[1]} {wanted}: not published; publish it first (or use "
+                             "`acrelease publish --percent N`)")
+        return [key]
+    keys = sorted(key for key, t in index.targets.items() if t.release(wanted) is not None)
+    if not keys:
+        raise FleetError(f"{wanted}: not published on any target; publish it first (or use "
+                         "`acrelease publish --percent N`)")
+    return keys
+
+
+def status_json(status: RolloutStatus) -> dict[str, Any]:
+    r = status.rollout
+    return {"version": r.version, "target": f"{r.project}/{r.target}", "percent": r.percent, "state": r.state,
+            "sent": status.sent, "updated": status.updated, "held": status.held}
+
+
+def _print_rollouts(statuses: list[RolloutStatus], as_json: bool) -> None:
+    if as_json:
+        print_json([status_json(s) for s in statuses])
+        return
+    if not statuses:
+        console.print("No rollouts")
+        return
+    print(f"{'TARGET':24}  {'VERSION':14}  {'PERCENT':>7}  {'STATE':9}  {'SENT':>6}  {'UPDATED':>7}  "
+          f"{'HELD':>5}  STAGES")
+    for s in statuses:
+        r = s.rollout
+        print(f"{r.project + '/' + r.target:24}  {r.version:14}  {r.percent:>7g}  {r.state:9}  {s.sent:>6}  "
+              f"{s.updated:>7}  {s.held:>5}  {','.join(f'{x:g}' for x in r.stages) or '-'}")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (devices, device, retry, pin, unpin, assign, rollout):
+        app.command()(command)
