@@ -90,7 +90,7 @@ class AdminApp:
         elif path == "/api/status":
             await _json(send, method, await dashboard.api_status())
         elif path == "/api/devices":
-            await _json(send, method, await dashboard.api_devices(Filters.from_query(query)))
+            await _json(send, method, await dashboard.api_devices(Filters.from_query(query, "mac")))
         elif path.startswith("/api/devices/") and (mac := normalise_mac(path[13:])) is not None:
             found = await dashboard.reader.device(mac)
             if found is None:

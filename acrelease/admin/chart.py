@@ -55,7 +55,8 @@ def versions_chart(hours: Sequence[int], series: Mapping[str, Mapping[int, int]]
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         name = escape(version)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}">'
-                     f'<title>{name}: {values[-1]} now</title></polyline>')
+                     f'<title>{name}: {values[-1]} now</title></polyline>'
+                     f'<circle cx="{x(len(values) - 1):.1f}" cy="{y(values[-1]):.1f}" r="3" fill="{colour}"/>')
         legend.append(f'<span><i style="background:{colour}"></i>{name} ({values[-1]})</span>')
     parts.append("</svg>")
     return Markup("".join(parts) + '<div class="legend">' + "".join(legend) + "</div>")

@@ -49,13 +49,14 @@ class Filters:
     page: int = 1
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> Filters:
+    def from_query(cls, query: Mapping[str, str], default_sort: str = "last_seen") -> Filters:
+        """The page sorts by last seen unless told; ``/api/devices`` by MAC, as ``devices --json``."""
         page = query.get("page", "1")
-        sort = query.get("sort", "last_seen")
+        sort = query.get("sort", default_sort)
         return cls(q=query.get("q", "").strip()[:17], target=query.get("target", "")[:200],
                    state=query.get("state", "") if query.get("state", "") in DEVICE_STATES else "",
                    version=query.get("version", "").strip()[:64],
-                   sort=sort if sort in dict(SORTS) else "last_seen",
+                   sort=sort if sort in dict(SORTS) else default_sort,
                    page=int(page) if page.isdigit() and 0 < int(page) < 10**6 else 1)
 
     def select(self, devices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,9 +130,8 @@ class FleetReader:
                 "events": [event_json(e) for e in store.events(mac)]}
 
     def _read_history(self, store: FleetStore) -> dict[str, tuple[list[int], dict[str, dict[int, int]]]]:
-        end = now_ms() // HOUR_MS * HOUR_MS
-        start = end - HISTORY_DAYS * 24 * HOUR_MS
-        hours = list(range(start, end + 1, HOUR_MS))
+        hours = _hours()
+        start = hours[0]
         result: dict[str, tuple[list[int], dict[str, dict[int, int]]]] = {}
         for hour, project, target, version, devices in store.version_history(start):
             _, series = result.setdefault(f"{project}/{target}", (hours, {}))
@@ -162,6 +162,13 @@ class Dashboard:
         targets = []
         for target in status["targets"]:
             hours, series = history.get(target["target"], ([], {}))
+            if target["devices"]:  # the newest point is the fleet as it is now, not as last recorded
+                hours = hours or _hours()
+                now = {version: {**series.get(version, {}), hours[-1]: count}
+                       for version, count in target["versions"].items()}
+                series = {**{v: {**counts, hours[-1]: 0} for v, counts in series.items()}, **now}
+                recorded = [hour for counts in series.values() for hour in counts]
+                hours = hours[hours.index(min(recorded)):]  # from the first hour anything was recorded
             targets.append({
                 "key": target["target"], "chip": target["chip"], "devices": target["devices"],
                 "states": [(s, n) for s, n in target["states"].items() if n],
@@ -235,6 +242,12 @@ def next_stage_of(rollout: Mapping[str, Any]) -> float | None:
         return None
     staged = [float(s) for s in rollout.get("stages", ()) if float(s) > percent]
     return staged[0] if staged else min(100.0, max(1.0, percent * 2))
+
+
+def _hours() -> list[int]:
+    """The start of every hour of the last HISTORY_DAYS days, the current hour last (epoch ms)."""
+    end = now_ms() // HOUR_MS * HOUR_MS
+    return list(range(end - HISTORY_DAYS * 24 * HOUR_MS, end + 1, HOUR_MS))
 
 
 def _ago(stamp: str, now: int) -> str:

@@ -42,6 +42,9 @@ PRUNE_INTERVAL = 300.0
 HOUR_MS = 3_600_000
 HISTORY_KEEP_MS = 8 * 24 * HOUR_MS
 """The dashboard charts 7 days of hourly version counts; a day more is kept."""
+HISTORY_REFRESH = 300.0
+"""Seconds between refreshes of the current hour's version counts (a GROUP BY over the devices);
+the dashboard draws the live counts as the newest point anyway."""
 
 
 class _Pending:
@@ -108,8 +111,7 @@ class Recorder:
         self._store: FleetStore | None = None
         self._last_error = -ERROR_INTERVAL * 2
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
-        self._history_hour = 0
-        """The hour whose version counts this worker last recorded (or found recorded)."""
+        self._next_history = time.monotonic() + HISTORY_REFRESH / 10
         self._versions: dict[semver.Version, str] = {}
 
     # -- on the event loop ----------------------------------------------------------------------
@@ -276,9 +278,9 @@ class Recorder:
                                            or p.md5 is not None])
             if any(r.state == "rolling" for r in self.view.rollouts):
                 rollouts.evaluate(store, self.index(), self.view.rollouts)
-            hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
-            if hour != self._history_hour:
-                self._history_hour = hour
+            if time.monotonic() >= self._next_history:
+                self._next_history = time.monotonic() + HISTORY_REFRESH
+                hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
                 store.snapshot_versions(hour)
                 store.prune_history(hour - HISTORY_KEEP_MS)
             if time.monotonic() >= self._next_prune:

@@ -262,15 +262,16 @@ class FleetStore(abc.ABC):
     # -- history (the dashboard's chart) ---------------------------------------------------------
 
     def snapshot_versions(self, hour: int) -> bool:
-        """Record how many devices report each version, for the hour starting at ``hour`` (epoch
-        ms); the first server to do it for an hour wins, the others change nothing. True if written."""
+        """Record how many devices report each version now, as the figure of the hour starting at
+        ``hour`` (epoch ms). Servers refresh the current hour now and then; every server counts the
+        same table, so whichever writes last, the figure is the same."""
         with self.transaction("record the hourly version counts") as cursor:
             # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (its upsert docs).
             cursor.execute(self.q(
                 "INSERT INTO version_history (hour, project, target, version, devices) "
                 "SELECT ?, project, target, COALESCE(version, ''), COUNT(*) FROM devices WHERE 1 = 1 "
                 "GROUP BY project, target, COALESCE(version, '') "
-                "ON CONFLICT (hour, project, target, version) DO NOTHING"), (hour,))
+                "ON CONFLICT (hour, project, target, version) DO UPDATE SET devices = excluded.devices"), (hour,))
             return bool(cursor.rowcount and cursor.rowcount > 0)
 
     def version_history(self, since: int) -> list[tuple[int, str, str, str, int]]:
