@@ -64,7 +64,8 @@ class AdminApp:
             await _text(send, method, status, body)
         elif path == "/metrics":
             self.metrics.publish()  # this worker's own counts as of now
-            body = exposition.render(self.totals)
+            extra = exposition.fleet_families(await self.dashboard.api_status()) if self.dashboard else []
+            body = exposition.render(self.totals, extra)
             await _reply(send, method, 200, body, [(b"content-type", exposition.CONTENT_TYPE.encode())])
         elif path.startswith("/static/") and path[8:] in STATIC:
             body = resources.files("acrelease.admin").joinpath("static", path[8:]).read_bytes()

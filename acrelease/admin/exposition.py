@@ -7,7 +7,8 @@ figures (devices per state, rollouts) into gauges when a fleet store is attached
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,11 +19,10 @@ from acrelease.server import metrics
 PREFIX = "acrelease_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-ExtraFamilies = Callable[[], Iterator[Metric]]
 
 
 class _Counts(Collector):
-    def __init__(self, totals: Callable[[], Sequence[int]], extra: ExtraFamilies | None) -> None:
+    def __init__(self, totals: Callable[[], Sequence[int]], extra: Sequence[Metric]) -> None:
         self.totals = totals
         self.extra = extra
 
@@ -65,8 +65,15 @@ class _Counts(Collector):
                       by_family)
         yield _single(GaugeMetricFamily, "catalog_generation", "Generation of the catalog index being served.",
                       by_family)
-        if self.extra is not None:
-            yield from self.extra()
+        yield _single(CounterMetricFamily, "fleet_write_errors",
+                      "Failed writes to the fleet store (checks were answered as before).", by_family)
+        yield _single(CounterMetricFamily, "fleet_dropped",
+                      "Observations dropped because the store stayed unwritable and the buffer was full.", by_family)
+        (_, lag_ms), = by_family["fleet_write_lag_ms"]
+        yield GaugeMetricFamily(PREFIX + "fleet_write_lag_seconds",
+                                "Seconds since the fleet store last took a worker's observations (the worst worker).",
+                                value=lag_ms / 1000)
+        yield from self.extra
 
 
 def _single(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, documentation: str,
@@ -75,8 +82,41 @@ def _single(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str
     return kind(PREFIX + name, documentation, value=value)
 
 
-def render(totals: Callable[[], Sequence[int]], extra: ExtraFamilies | None = None) -> bytes:
+def render(totals: Callable[[], Sequence[int]], extra: Sequence[Metric] = ()) -> bytes:
     """The exposition of one snapshot (a registry per scrape: nothing global, nothing kept)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Counts(totals, extra))
     return generate_latest(registry)
+
+
+def fleet_families(status: Mapping[str, Any]) -> list[Metric]:
+    """Gauges of the fleet from ``status_json``: devices per target and state, per target and
+    version (published versions by name; anything else a device reports as ``other``), and each
+    rollout's percent and counts. Every label value is a target or release the operator made."""
+    devices = GaugeMetricFamily(PREFIX + "devices", "Devices per target and state (against the catalog now).",
+                                labels=["target", "state"])
+    versions = GaugeMetricFamily(PREFIX + "devices_by_version",
+                                 "Devices per target and reported version; versions that are not releases of "
+                                 "the target are counted as other, none reported as unknown.",
+                                 labels=["target", "version"])
+    percent = GaugeMetricFamily(PREFIX + "rollout_percent", "Share of the fleet a rollout is open to.",
+                                labels=["target", "version", "state"])
+    counts = GaugeMetricFamily(PREFIX + "rollout_devices",
+                               "Devices of a rollout: sent its image, updated to it, held by the loop breaker.",
+                               labels=["target", "version", "kind"])
+    for target in status["targets"]:
+        key = target["target"]
+        for state, count in target["states"].items():
+            devices.add_metric([key, state], count)
+        published = {release["version"] for release in target["releases"]}
+        bounded: dict[str, int] = {}
+        for version, count in target["versions"].items():
+            label = version if version in published or version == "unknown" else "other"
+            bounded[label] = bounded.get(label, 0) + count
+        for version, count in sorted(bounded.items()):
+            versions.add_metric([key, version], count)
+        for rollout in target["rollouts"]:
+            percent.add_metric([key, rollout["version"], rollout["state"]], rollout["percent"])
+            for kind in ("sent", "updated", "held"):
+                counts.add_metric([key, rollout["version"], kind], rollout[kind])
+    return [devices, versions, percent, counts]

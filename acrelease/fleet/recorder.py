@@ -39,6 +39,9 @@ MAX_EVENTS = 16
 """Events kept per device between two flushes (a device checks every few minutes)."""
 ERROR_INTERVAL = 60.0
 PRUNE_INTERVAL = 300.0
+UNHEALTHY_LAG = 10.0
+"""Seconds without a successful write after which ``/healthz`` reports the fleet store (a flush is
+tried every second)."""
 HOUR_MS = 3_600_000
 HISTORY_KEEP_MS = 8 * 24 * HOUR_MS
 """The dashboard charts 7 days of hourly version counts; a day more is kept."""
@@ -104,6 +107,10 @@ class Recorder:
         """Read by the event loop on every check; replaced whole, never mutated."""
         self.dropped = 0
         self.failures = 0
+        self.written = time.monotonic()
+        """When the store last took a flush (or had nothing to take and answered): the write lag."""
+        self.problem = ""
+        """The last store error, for ``/healthz``."""
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -229,8 +236,20 @@ class Recorder:
                 self._error(exc)
         return self._store
 
+    def lag(self) -> float:
+        """Seconds since the store last took this worker's observations."""
+        return time.monotonic() - self.written
+
+    def health(self) -> str | None:
+        """Why this worker's bookkeeping is unhealthy (``/healthz`` answers 503), or ``None``."""
+        lag = self.lag()
+        if lag > UNHEALTHY_LAG:
+            return f"fleet store not written for {lag:.0f} s: {self.problem or 'no flush yet'}"
+        return None
+
     def _error(self, exc: BaseException) -> None:
         self.failures += 1
+        self.problem = str(exc)
         now = time.monotonic()
         if now - self._last_error >= ERROR_INTERVAL:
             self._last_error = now
@@ -265,6 +284,7 @@ class Recorder:
             store.check()
             if batch:
                 store.record([self._observation(mac, p) for mac, p in batch.items()], self.loop_limit)
+            self.written = time.monotonic()
         except FleetError as exc:
             self._error(exc)
             self._put_back(batch)

@@ -105,7 +105,7 @@ class UpdateApp:
         self.catalog = catalog
         self.metrics = metrics
         """Counts every answer when the admin listener is on (``None``: nothing is counted)."""
-        self.health_checks = tuple(health_checks)
+        self.health_checks = tuple(health_checks) + ((fleet.health,) if fleet is not None else ())
         self.decisions = decisions or DecisionLog()
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)

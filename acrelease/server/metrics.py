@@ -57,7 +57,9 @@ def _layout() -> tuple[Slot, ...]:
     slots += [Slot("check_latency_bucket", (("le", str(bound)),)) for bound in LATENCY_BUCKETS]
     slots += [Slot("check_latency_bucket", (("le", "+Inf"),)), Slot("check_latency_count", ()),
               Slot("check_latency_sum_ns", ()), Slot("bytes_sent", ()), Slot("catalog_reload_errors", ()),
-              Slot("downloads_active", (), GAUGE_SUM), Slot("catalog_generation", (), GAUGE_MAX)]
+              Slot("downloads_active", (), GAUGE_SUM), Slot("catalog_generation", (), GAUGE_MAX),
+              Slot("fleet_write_errors", ()), Slot("fleet_dropped", ()),
+              Slot("fleet_write_lag_ms", (), GAUGE_MAX)]
     return tuple(slots)
 
 
@@ -86,6 +88,9 @@ BYTES_SENT = INDEX[("bytes_sent", ())]
 RELOAD_ERRORS = INDEX[("catalog_reload_errors", ())]
 DOWNLOADS_ACTIVE = INDEX[("downloads_active", ())]
 GENERATION = INDEX[("catalog_generation", ())]
+FLEET_ERRORS = INDEX[("fleet_write_errors", ())]
+FLEET_DROPPED = INDEX[("fleet_dropped", ())]
+FLEET_LAG = INDEX[("fleet_write_lag_ms", ())]
 
 
 class SharedBlock:

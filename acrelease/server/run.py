@@ -231,6 +231,10 @@ async def _publish_metrics(app: UpdateApp, counts: metrics.Metrics) -> None:
         counts.set(metrics.GENERATION, app.catalog.state.index.generation)
         counts.set(metrics.RELOAD_ERRORS, app.catalog.reload_errors)
         counts.set(metrics.DOWNLOADS_ACTIVE, app.downloads.active)
+        if app.fleet is not None:
+            counts.set(metrics.FLEET_ERRORS, app.fleet.failures)
+            counts.set(metrics.FLEET_DROPPED, app.fleet.dropped)
+            counts.set(metrics.FLEET_LAG, int(app.fleet.lag() * 1000))
         counts.publish()
         await asyncio.sleep(metrics.PUBLISH_INTERVAL)
 

@@ -59,17 +59,23 @@ def admin_server(tmp_path: Path) -> Iterator[tuple[int, int]]:
 def test_metrics_count_checks_across_two_workers(admin_server: tuple[int, int]) -> None:
     port, admin_port = admin_server
     host = f"127.0.0.1:{port}"
+    image_size = 0
     for number in range(40):  # two workers share the connections: both rows must be summed
         version = "1.1.0" if number % 4 else "1.0.0"  # 30 current (304), 10 stale (200 with the image)
         answer, _ = exchange(port, esp8266_request(host, "/update/demo/d1mini", version=version))
         assert answer.status == (304 if number % 4 else 200)
-    exchange(port, esp8266_request(host, "/update/demo/esp32dev", version="1.0.0"))  # wrong chip: refused
-    deadline = time.monotonic() + 5
-    while True:  # each worker publishes its counts every half second
+        image_size = max(image_size, len(answer.body))
+    wrong_chip = esp8266_request(host, "/update/demo/esp32dev", version="1.0.0")  # refused, another device
+    exchange(port, wrong_chip.replace(b"DE:BA:7A:B1:E0:42", b"02:00:00:00:00:01"))
+    deadline = time.monotonic() + 15
+    while True:  # counts are published every half second, the fleet's figures read every few seconds
         found = samples(admin_port)
-        if found[("acrelease_decisions_total", (("kind", "current"),))] == 30 or time.monotonic() > deadline:
+        known = found.get(("acrelease_devices_by_version", (("target", "demo/d1mini"), ("version", "1.1.0"))))
+        if found[("acrelease_decisions_total", (("kind", "current"),))] == 30 and known:
             break
-        time.sleep(0.2)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert found[("acrelease_requests_total", (("route", "update"), ("status", "304")))] == 30
     assert found[("acrelease_requests_total", (("route", "update"), ("status", "200")))] == 10
     assert found[("acrelease_decisions_total", (("kind", "current"),))] == 30
@@ -78,10 +84,17 @@ def test_metrics_count_checks_across_two_workers(admin_server: tuple[int, int]) 
     assert found[("acrelease_refusals_total", (("reason", "chip"),))] == 1
     assert found[("acrelease_check_latency_seconds_count", ())] == 41
     assert found[("acrelease_check_latency_seconds_bucket", (("le", "+Inf"),))] == 41
-    image_size = len(exchange(port, esp8266_request(host, "/update/demo/d1mini", version="1.0.0"))[0].body)
     assert found[("acrelease_bytes_sent_total", ())] == 10 * image_size
     assert found[("acrelease_catalog_generation", ())] == 1
     assert not any("mac" in dict(labels) or "address" in dict(labels) for _, labels in found)
+    # The fleet's gauges: the one device above (every check used the same MAC) and its version.
+    devices = {dict(labels)["state"]: value for (name, labels), value in found.items() if name == "acrelease_devices"
+               and dict(labels)["target"] == "demo/d1mini"}
+    assert sum(devices.values()) == 1 and set(devices) == {"current", "behind", "updating", "waiting", "held",
+                                                            "unknown"}
+    assert found[("acrelease_devices_by_version", (("target", "demo/d1mini"), ("version", "1.1.0")))] == 1
+    assert found[("acrelease_fleet_write_errors_total", ())] == 0
+    assert found[("acrelease_fleet_write_lag_seconds", ())] < 5
 
 
 def test_health_on_both_ports_and_routes_kept_apart(admin_server: tuple[int, int]) -> None:
@@ -121,6 +134,27 @@ def test_admin_auth_requires_basic_on_every_route(tmp_path: Path) -> None:
             assert get(admin_port, path, {"Authorization": bad})[0] == 401
             assert get(admin_port, path, {"Authorization": good})[0] == 200
         assert get(port, "/healthz")[0] == 200  # the device port's health check needs no admin credentials
+    finally:
+        code, _, err = stop_cli(process)
+    assert code == 0 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_health_says_when_the_fleet_store_is_not_written(tmp_path: Path) -> None:
+    """A store that cannot be written turns /healthz to 503 with the reason; checks go on."""
+    catalog = demo_catalog(tmp_path / "catalog").root
+    (tmp_path / "not-a-folder").write_text("a file where the store's folder should be\n")
+    admin_port = free_port()
+    process, port = start_cli(catalog, "--admin", f"127.0.0.1:{admin_port}",
+                              "--fleet", str(tmp_path / "not-a-folder" / "fleet.sqlite3"))
+    try:
+        answer, _ = exchange(port, esp8266_request(f"127.0.0.1:{port}", "/update/demo/d1mini", version="1.1.0"))
+        assert answer.status == 304  # bookkeeping fails, the device's answer does not change
+        deadline = time.monotonic() + 20
+        while (status := get(port, "/healthz"))[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status[0] == 503 and status[2].startswith(b"fleet store not written for ")
+        assert get(admin_port, "/healthz")[0] == 503
     finally:
         code, _, err = stop_cli(process)
     assert code == 0 and "Traceback" not in err
