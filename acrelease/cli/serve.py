@@ -13,6 +13,7 @@ import typer
 from acrelease.cli.common import resolve_catalog
 from acrelease.errors import UsageError
 
+PROXY = "Behind a proxy (several hosts)"
 ADMIN = "Admin listener (dashboard, metrics, health)"
 FLEET = "Fleet registry (acrelease devices, rollout, pin, assign)"
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
@@ -44,6 +45,10 @@ def serve(
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
     open_catalog: bool = typer.Option(False, "--open-catalog", help="With --auth: let the AutoConnect catalog "
                                       "list without credentials (its client cannot send any)."),
+    accel_redirect: str | None = typer.Option(
+        None, "--accel-redirect", metavar="PREFIX", rich_help_panel=PROXY,
+        help="Behind nginx: let nginx send images from its internal location PREFIX (e.g. /_files/) with "
+        "X-Accel-Redirect; see `acrelease template nginx.conf`."),
     admin: str | None = typer.Option(None, "--admin", metavar="ADDR:PORT", rich_help_panel=ADMIN,
                                      help="Serve the dashboard, /metrics and /healthz on this address "
                                      "(e.g. 127.0.0.1:8001); never on the device port."),
@@ -68,7 +73,16 @@ def serve(
         head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
         max_header_bytes=max_header_bytes, max_header_lines=max_header_lines,
         admin=parse_address(admin, "--admin") if admin else None, admin_auth=admin_auth,
+        accel_redirect=_accel_prefix(accel_redirect) if accel_redirect else None,
         fleet_enabled=not no_fleet, fleet=fleet, loop_limit=loop_limit))
+
+
+def _accel_prefix(text: str) -> str:
+    """An nginx location prefix: an absolute path ending with ``/`` (``/_files/``)."""
+    if not text.startswith("/") or not text.endswith("/") or any(c.isspace() or c in "?#%" for c in text):
+        raise UsageError(f"--accel-redirect {text}: expected the nginx internal location's prefix, a path like "
+                         "/_files/ (starting and ending with /)")
+    return text
 
 
 def parse_address(text: str, flag: str) -> tuple[str, int]:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.channels import STABLE
@@ -83,7 +83,7 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
     catalog = catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                  recheck_interval=settings.recheck_interval)
     return UpdateApp(catalog, decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
-                     metrics, fleet=fleet_recorder(settings, catalog))
+                     metrics, fleet=fleet_recorder(settings, catalog), accel_redirect=settings.accel_redirect)
 
 
 def fleet_recorder(settings: ServerSettings, catalog: Catalog) -> Recorder | None:
@@ -101,8 +101,11 @@ class UpdateApp:
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
                  retry_after: int = 60, metrics: Metrics | None = None,
-                 health_checks: Sequence[health.Check] = (), fleet: Recorder | None = None) -> None:
+                 health_checks: Sequence[health.Check] = (), fleet: Recorder | None = None,
+                 accel_redirect: str | None = None) -> None:
         self.catalog = catalog
+        self.accel = accel_redirect.encode() if accel_redirect else None
+        """``--accel-redirect PREFIX``: images are sent by nginx from ``PREFIX`` + their catalog path."""
         self.metrics = metrics
         """Counts every answer when the admin listener is on (``None``: nothing is counted)."""
         self.health_checks = tuple(health_checks) + ((fleet.health,) if fleet is not None else ())
@@ -227,6 +230,10 @@ class UpdateApp:
                 await _simple(send, 404, method)
                 self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
                 return False
+            if self.accel is not None:
+                await self._hand_to_proxy(scope, send, device, decision, len(data), update=update)
+                self._log(scope, device, 200, decision.reason, decision)
+                return method != "HEAD"  # nginx sends the bytes; what it was told is what was sent
             if method != "HEAD" and not self.downloads.take():
                 await _simple(send, 503, method, extra=[(b"retry-after", self.retry_after)])
                 self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight", decision)
@@ -243,6 +250,35 @@ class UpdateApp:
             return method != "HEAD"  # _body returned: every slice was handed to the transport
         self._log(scope, device, decision.status, decision.reason, decision)
         return False
+
+    async def _hand_to_proxy(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer, size: int, *,
+                             update: bool) -> None:
+        """``--accel-redirect``: answer with the device headers only and let nginx send the file
+        from the shared catalog (``X-Accel-Redirect``, nginx's ``ngx_http_upstream`` docs). nginx
+        drops most upstream headers on that internal redirect; the configuration acrelease prints
+        (``acrelease template nginx.conf``) carries x-MD5, x-version, x-SHA256, Content-Disposition
+        and ETag across, and nginx sets the real Content-Length and serves Range and HEAD itself.
+        Conditional requests that need no bytes (If-None-Match, an unsatisfiable Range) are
+        answered here as without the proxy."""
+        assert self.accel is not None
+        headers = _image_headers(offer, device, 0)
+        if not update:
+            etag = httpcache.strong_etag(offer.artifact.sha256)
+            wanted = _headers(scope["headers"], (b"if-none-match", b"range", b"if-range"))
+            outcome = httpcache.evaluate(etag, size, if_none_match=wanted.get(b"if-none-match"),
+                                         range_header=wanted.get(b"range"), if_range=wanted.get(b"if-range"))
+            if isinstance(outcome, httpcache.NotModified):
+                await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag.encode())]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if isinstance(outcome, httpcache.Unsatisfiable):
+                await _simple(send, 416, scope["method"],
+                              extra=[(b"content-range", f"bytes */{size}".encode()), (b"etag", etag.encode())])
+                return
+            headers.append((b"etag", etag.encode()))
+        headers.append((b"x-accel-redirect", self.accel + quote(offer.artifact.file).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
                           data: memoryview) -> None:

@@ -62,6 +62,10 @@ class ServerSettings:
     """``--admin-auth FILE``: credentials (the ``--auth`` file format) for every admin route; required
     when ``admin`` is not a loopback address."""
 
+    accel_redirect: str | None = None
+    """``--accel-redirect PREFIX`` (``/_files/``): answers with an image carry ``X-Accel-Redirect:
+    PREFIX<catalog path>`` and no body, and nginx in front sends the file (several hosts, one catalog)."""
+
     # Catalog watcher.
     poll_interval: float = 0.25
     """How often index.json's stat is polled (a new publish is served within 1 s)."""
