@@ -87,12 +87,19 @@ class Announce:
     status: int = 200
 
 
+REFUSAL_CODES = ("user-agent", "headers", "chip", "mode", "space", "flash", "nothing-published")
+"""Why a device is refused, in a few words from a fixed set: a metrics label stays bounded while
+``reason`` (for the log) carries the details."""
+
+
 @dataclass(frozen=True, slots=True)
 class Refuse:
     """Answer ``status`` (403, 404) with nothing served; ``reason`` goes to the log (H.5)."""
 
     status: int
     reason: str
+    code: str
+    """One of :data:`REFUSAL_CODES`."""
 
 
 Decision = NoUpdate | Offer | Announce | Refuse
@@ -181,23 +188,23 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE,
     if intent is not None or gates is not None:
         return _decide_fleet(device, target, channel, intent, gates)
     if device.arch is None or not device.update_agent:
-        return Refuse(403, "not an ESP update client (User-Agent)")  # F.26
+        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
     if device.missing:
-        return Refuse(403, "missing headers: " + ", ".join(device.missing))  # F.26
+        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")  # F.26
     facts = _facts(target)
     if facts.arch != device.arch:
         # H.4: never serve another chip family's image.
-        return Refuse(403, f"{device.arch} device asked for a {target.chip} target")
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
     mode = device.mode or SKETCH_MODE
     if mode == VERSION_MODE:
         pool = facts.pool(channel, False)
         if not pool:
-            return Refuse(404, f"nothing published on channel {channel!r}")  # -102 beats -104 here
+            return Refuse(404, f"nothing published on channel {channel!r}", "nothing-published")  # -102 beats -104 here
         newest = pool[0]
         return Announce(newest, newest.firmware, "announce")  # F.30: never 304
     filesystem = mode in FILESYSTEM_MODES
     if not filesystem and mode != SKETCH_MODE:
-        return Refuse(404, f"unsupported mode {mode!r}")
+        return Refuse(404, f"unsupported mode {mode!r}", "mode")
     pool = facts.pool(channel, filesystem)
     if not pool:
         what = "filesystem image" if filesystem else "firmware"
@@ -229,25 +236,25 @@ def _decide_fleet(device: DeviceFacts, target: TargetIndex, channel: str, intent
     included); releases the device is held on, and releases of a rollout it is not (yet) in,
     are treated as if they did not exist (docs/architecture.md, "State")."""
     if device.arch is None or not device.update_agent:
-        return Refuse(403, "not an ESP update client (User-Agent)")  # F.26
+        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
     if device.missing:
-        return Refuse(403, "missing headers: " + ", ".join(device.missing))  # F.26
+        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")  # F.26
     facts = _facts(target)
     if facts.arch != device.arch:
-        return Refuse(403, f"{device.arch} device asked for a {target.chip} target")
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
     if intent is not None and intent.channel is not None:
         channel = intent.channel
     mode = device.mode or SKETCH_MODE
     filesystem = mode in FILESYSTEM_MODES
     if not filesystem and mode != SKETCH_MODE and mode != VERSION_MODE:
-        return Refuse(404, f"unsupported mode {mode!r}")
+        return Refuse(404, f"unsupported mode {mode!r}", "mode")
     pinned = _pinned_release(target, intent)
     if pinned is not None:
         return _decide_pinned(device, facts, pinned, mode)
     pool = admitted(facts.pool(channel, filesystem), target, device.mac, intent, gates)
     if mode == VERSION_MODE:
         if not pool:
-            return Refuse(404, f"nothing published on channel {channel!r} for this device")
+            return Refuse(404, f"nothing published on channel {channel!r} for this device", "nothing-published")
         return Announce(pool[0], pool[0].firmware, "announce")
     if not pool:
         what = "filesystem image" if filesystem else "firmware"
@@ -321,12 +328,12 @@ def decide_download(device: DeviceFacts, target: TargetIndex, release: Published
     """
     arch = _facts(target).arch
     if device.arch is not None and arch != device.arch:
-        return Refuse(403, f"{device.arch} device asked for a {target.chip} file")
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} file", "chip")
     mode = device.mode or SKETCH_MODE
     if artifact.kind == "firmware" and mode in FILESYSTEM_MODES:
-        return Refuse(403, f"mode {mode} asked for a firmware file")  # F.31
+        return Refuse(403, f"mode {mode} asked for a firmware file", "mode")  # F.31
     if artifact.kind == "filesystem" and mode == SKETCH_MODE:
-        return Refuse(403, "sketch mode asked for a filesystem file")  # F.31
+        return Refuse(403, "sketch mode asked for a filesystem file", "mode")  # F.31
     if artifact.kind == "firmware" and device.sketch_md5 == artifact.md5:
         return NoUpdate(f"already running {release.version} (sketch-md5)")  # F.29
     refusal = _misfit(device, artifact, mode)
@@ -352,11 +359,11 @@ def _misfit(device: DeviceFacts, artifact: Artifact, mode: str) -> Refuse | None
     # free-space is the free *sketch* space; filesystem updates are bounded by the FS
     # partition instead, which no header reports (PROTOCOL.md C.3, C.6, D.3).
     if mode == SKETCH_MODE and device.free_space is not None and artifact.size > device.free_space:
-        return Refuse(403, f"{artifact.name} is {artifact.size} bytes, free-space {device.free_space}")
+        return Refuse(403, f"{artifact.name} is {artifact.size} bytes, free-space {device.free_space}", "space")
     if (mode == SKETCH_MODE and device.arch == "ESP8266" and device.chip_size is not None
             and artifact.flash_size is not None and not artifact.format.startswith("gzip")
             and artifact.flash_size > device.chip_size):
         # PROTOCOL.md C.3 / F.18: -107 "New Binary Does Not Fit Flash Size".
         return Refuse(403, f"{artifact.name} declares {artifact.flash_size} bytes of flash, "
-                           f"chip-size {device.chip_size}")
+                           f"chip-size {device.chip_size}", "flash")
     return None

@@ -13,6 +13,8 @@ import typer
 from acrelease.cli.common import resolve_catalog
 from acrelease.errors import UsageError
 
+PROXY = "Behind a proxy (several hosts)"
+ADMIN = "Admin listener (dashboard, metrics, health)"
 FLEET = "Fleet registry (acrelease devices, rollout, pin, assign)"
 LIMITS = "Limits (defaults suit devices; a client past one gets 408/414/431, never a hang)"
 
@@ -51,6 +53,16 @@ def serve(
     allow: Path | None = typer.Option(None, "--allow", help="MAC allowlist: one MAC per line, # comments."),
     open_catalog: bool = typer.Option(False, "--open-catalog", help="With --auth: let the AutoConnect catalog "
                                       "list without credentials (its client cannot send any)."),
+    accel_redirect: str | None = typer.Option(
+        None, "--accel-redirect", metavar="PREFIX", rich_help_panel=PROXY,
+        help="Behind nginx: let nginx send images from its internal location PREFIX (e.g. /_files/) with "
+        "X-Accel-Redirect; see `acrelease template nginx.conf`."),
+    admin: str | None = typer.Option(None, "--admin", metavar="ADDR:PORT", rich_help_panel=ADMIN,
+                                     help="Serve the dashboard, /metrics and /healthz on this address "
+                                     "(e.g. 127.0.0.1:8001); never on the device port."),
+    admin_auth: Path | None = typer.Option(None, "--admin-auth", rich_help_panel=ADMIN,
+                                           help="Credentials file (`acrelease auth add`) for every admin route; "
+                                           "required when --admin is not a loopback address."),
     fleet: str | None = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", rich_help_panel=FLEET,
                                      help="Fleet store (SQLite file; default <catalog>/.acrelease/fleet.sqlite3)."),
     no_fleet: bool = typer.Option(False, "--no-fleet", rich_help_panel=FLEET,
@@ -79,7 +91,26 @@ def serve(
         tls_cert=tls_cert, tls_key=tls_key, auth_file=auth, allow_file=allow, catalog_auth=not open_catalog,
         head_timeout=head_timeout, keep_alive_timeout=idle_timeout, max_target_bytes=max_target,
         max_header_bytes=max_header_bytes, max_header_lines=max_header_lines,
+        admin=parse_address(admin, "--admin") if admin else None, admin_auth=admin_auth,
+        accel_redirect=_accel_prefix(accel_redirect) if accel_redirect else None,
         fleet_enabled=not no_fleet, fleet=fleet, loop_limit=loop_limit))
+
+
+def _accel_prefix(text: str) -> str:
+    """An nginx location prefix: an absolute path ending with ``/`` (``/_files/``)."""
+    if not text.startswith("/") or not text.endswith("/") or any(c.isspace() or c in "?#%" for c in text):
+        raise UsageError(f"--accel-redirect {text}: expected the nginx internal location's prefix, a path like "
+                         "/_files/ (starting and ending with /)")
+    return text
+
+
+def parse_address(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); a bad value is one usage error line."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{flag} {text}: expected ADDR:PORT, e.g. 127.0.0.1:8001")
+    return host, int(port)
 
 
 def register(app: typer.Typer) -> None:

@@ -39,6 +39,15 @@ MAX_EVENTS = 16
 """Events kept per device between two flushes (a device checks every few minutes)."""
 ERROR_INTERVAL = 60.0
 PRUNE_INTERVAL = 300.0
+UNHEALTHY_LAG = 10.0
+"""Seconds without a successful write after which ``/healthz`` reports the fleet store (a flush is
+tried every second)."""
+HOUR_MS = 3_600_000
+HISTORY_KEEP_MS = 8 * 24 * HOUR_MS
+"""The dashboard charts 7 days of hourly version counts; a day more is kept."""
+HISTORY_REFRESH = 300.0
+"""Seconds between refreshes of the current hour's version counts (a GROUP BY over the devices);
+the dashboard draws the live counts as the newest point anyway."""
 
 
 class _Pending:
@@ -93,6 +102,10 @@ class Recorder:
         """Read by the event loop on every check; replaced whole, never mutated."""
         self.dropped = 0
         self.failures = 0
+        self.written = time.monotonic()
+        """When the store last took a flush (or had nothing to take and answered): the write lag."""
+        self.problem = ""
+        """The last store error, for ``/healthz``."""
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -100,6 +113,7 @@ class Recorder:
         self._store: FleetStore | None = None
         self._last_error = -ERROR_INTERVAL * 2
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
+        self._next_history = time.monotonic() + HISTORY_REFRESH / 10
         self._versions: dict[semver.Version, str] = {}
         self._known: dict[str, tuple[object, ...]] = {}
         """MAC -> the facts this worker last wrote for it: a device that checks again telling the
@@ -218,8 +232,20 @@ class Recorder:
                 self._error(exc)
         return self._store
 
+    def lag(self) -> float:
+        """Seconds since the store last took this worker's observations."""
+        return time.monotonic() - self.written
+
+    def health(self) -> str | None:
+        """Why this worker's bookkeeping is unhealthy (``/healthz`` answers 503), or ``None``."""
+        lag = self.lag()
+        if lag > UNHEALTHY_LAG:
+            return f"fleet store not written for {lag:.0f} s: {self.problem or 'no flush yet'}"
+        return None
+
     def _error(self, exc: BaseException) -> None:
         self.failures += 1
+        self.problem = str(exc)
         now = time.monotonic()
         if now - self._last_error >= ERROR_INTERVAL:
             self._last_error = now
@@ -270,6 +296,7 @@ class Recorder:
             store.check()
             if batch:
                 _, touched = store.record(full, self.loop_limit, touches)
+            self.written = time.monotonic()
         except FleetError as exc:
             self._error(exc)
             self._put_back(batch)
@@ -288,6 +315,11 @@ class Recorder:
                 self._loop_breaker(store, list(batch))
             if any(r.state == "rolling" for r in self.view.rollouts):
                 rollouts.evaluate(store, self.index(), self.view.rollouts)
+            if time.monotonic() >= self._next_history:
+                self._next_history = time.monotonic() + HISTORY_REFRESH
+                hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+                store.snapshot_versions(hour)
+                store.prune_history(hour - HISTORY_KEEP_MS)
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_INTERVAL
                 store.prune(self.keep_events)

@@ -65,6 +65,9 @@ SCHEMA = (
     " version TEXT NOT NULL, at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS assignments (mac VARCHAR(17) PRIMARY KEY, channel TEXT NOT NULL,"
     " at BIGINT NOT NULL)",
+    # Devices per reported version, once an hour (the dashboard's chart); '' for no version.
+    "CREATE TABLE IF NOT EXISTS version_history (hour BIGINT NOT NULL, project TEXT NOT NULL, target TEXT NOT NULL,"
+    " version TEXT NOT NULL, devices BIGINT NOT NULL, PRIMARY KEY (hour, project, target, version))",
     "CREATE TABLE IF NOT EXISTS rollouts (project TEXT NOT NULL, target TEXT NOT NULL, version TEXT NOT NULL,"
     " percent DOUBLE PRECISION NOT NULL, state VARCHAR(16) NOT NULL, stages TEXT NOT NULL,"
     " advance_at DOUBLE PRECISION NOT NULL, min_updated INTEGER NOT NULL, max_failures INTEGER NOT NULL,"
@@ -264,6 +267,32 @@ class FleetStore(abc.ABC):
                     cursor.execute(self.q("DELETE FROM events WHERE mac = ? AND at < ?"), (mac, row[0]))
                     deleted += max(cursor.rowcount, 0)
         return deleted
+
+    # -- history (the dashboard's chart) ---------------------------------------------------------
+
+    def snapshot_versions(self, hour: int) -> bool:
+        """Record how many devices report each version now, as the figure of the hour starting at
+        ``hour`` (epoch ms). Servers refresh the current hour now and then; every server counts the
+        same table, so whichever writes last, the figure is the same."""
+        with self.transaction("record the hourly version counts") as cursor:
+            # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (its upsert docs).
+            cursor.execute(self.q(
+                "INSERT INTO version_history (hour, project, target, version, devices) "
+                "SELECT ?, project, target, COALESCE(version, ''), COUNT(*) FROM devices WHERE 1 = 1 "
+                "GROUP BY project, target, COALESCE(version, '') "
+                "ON CONFLICT (hour, project, target, version) DO UPDATE SET devices = excluded.devices"), (hour,))
+            return bool(cursor.rowcount and cursor.rowcount > 0)
+
+    def version_history(self, since: int) -> list[tuple[int, str, str, str, int]]:
+        """(hour, project, target, version or '', devices) from ``since`` (epoch ms) on, oldest first."""
+        with self.guard("read the version history"):
+            rows = self._rows("SELECT hour, project, target, version, devices FROM version_history "
+                              "WHERE hour >= ? ORDER BY hour", (since,))
+        return [(int(h), p, t, v, int(d)) for h, p, t, v, d in rows]
+
+    def prune_history(self, before: int) -> None:
+        with self.transaction("prune the version history") as cursor:
+            cursor.execute(self.q("DELETE FROM version_history WHERE hour < ?"), (before,))
 
     # -- intent (read by servers) ---------------------------------------------------------------
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import parse_qsl, quote
 
 from acrelease.access import AccessPolicy, RouteKind, authorization
 from acrelease.catalog.index import Artifact
@@ -29,12 +30,13 @@ from acrelease.channels import STABLE
 from acrelease.fleet.recorder import Recorder
 from acrelease.fleet.store import open_store
 from acrelease.policy import Announce, Decision, DeviceFacts, NoUpdate, Offer, Refuse, decide, decide_download
-from acrelease.server import decisions, httpcache, listing, plain
+from acrelease.server import decisions, health, httpcache, listing, plain
 from acrelease.server.asgi import ZERO_COPY, Receive, Scope, Send
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.channels import ChannelWatch
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.device import device_facts
+from acrelease.server.metrics import BYTES_SENT, Metrics
 from acrelease.server.plain import PlainFolder
 from acrelease.server.settings import ServerSettings
 
@@ -51,6 +53,10 @@ TEXT = (b"content-type", b"text/plain; charset=utf-8")
 JSON = (b"content-type", b"application/json")
 ALLOW = (b"allow", b"GET, HEAD")
 UPDATE_PREFIX = "/update/"
+STARTED = "acrelease.started"
+"""Scope key: ``time.perf_counter()`` when the app took the request (only while metrics are on)."""
+KIND = "acrelease.kind"
+"""Scope key: the answer's kind for /metrics where the decision alone does not tell (``held``)."""
 
 
 class DownloadSlots:
@@ -72,7 +78,7 @@ class DownloadSlots:
 
 def create_app(settings: ServerSettings, catalog: Catalog | None = None,
                decisions: DecisionLog | None = None, access: AccessPolicy | None = None,
-               plain_folder: PlainFolder | None = None) -> UpdateApp:
+               plain_folder: PlainFolder | None = None, metrics: Metrics | None = None) -> UpdateApp:
     """The ASGI app for ``settings.catalog``; pass ``catalog`` to share an already loaded one
     (``serve`` loads it before forking workers so the verification is done once). ``access``
     defaults to the policy of ``settings.auth_file`` / ``allow_file`` (open when neither is set)."""
@@ -84,7 +90,8 @@ def create_app(settings: ServerSettings, catalog: Catalog | None = None,
     catalog = catalog or Catalog(settings.catalog, poll_interval=settings.poll_interval,
                                  recheck_interval=settings.recheck_interval)
     return UpdateApp(catalog, decisions or DecisionLog(), access, DownloadSlots(per_worker), settings.retry_after,
-                     plain_folder, fleet=fleet_recorder(settings, catalog))
+                     plain_folder, metrics, fleet=fleet_recorder(settings, catalog),
+                     accel_redirect=settings.accel_redirect)
 
 
 def fleet_recorder(settings: ServerSettings, catalog: Catalog) -> Recorder | None:
@@ -102,10 +109,16 @@ class UpdateApp:
     def __init__(self, catalog: Catalog, decisions: DecisionLog | None = None,
                  access: AccessPolicy | None = None, downloads: DownloadSlots | None = None,
                  retry_after: int = 60, plain_folder: PlainFolder | None = None,
-                 fleet: Recorder | None = None) -> None:
+                 metrics: Metrics | None = None, health_checks: Sequence[health.Check] = (),
+                 fleet: Recorder | None = None, accel_redirect: str | None = None) -> None:
         self.catalog = catalog
         self.plain = plain_folder
         """The folder served while the catalog has no index (``serve`` on a plain folder), else None."""
+        self.accel = accel_redirect.encode() if accel_redirect else None
+        """``--accel-redirect PREFIX``: images are sent by nginx from ``PREFIX`` + their catalog path."""
+        self.metrics = metrics
+        """Counts every answer when the admin listener is on (``None``: nothing is counted)."""
+        self.health_checks = tuple(health_checks) + ((fleet.health,) if fleet is not None else ())
         self.decisions = decisions or DecisionLog()
         self.access = access or AccessPolicy()
         self.downloads = downloads or DownloadSlots(None)
@@ -157,6 +170,8 @@ class UpdateApp:
     async def _http(self, scope: Scope, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self.metrics is not None:
+            scope[STARTED] = time.perf_counter()
         if method != "GET" and method != "HEAD":
             # The server exposes no write endpoint (issue 4).
             await _simple(send, 405, method, extra=[ALLOW])
@@ -169,6 +184,9 @@ class UpdateApp:
             await self._plain(scope, send, self.plain.state, path)
         elif path == "/_catalog":
             await self._catalog(scope, send, state)
+        elif path == "/healthz":
+            status, body = health.health(state.index.generation, self.catalog.loaded, self.health_checks)
+            await _simple(send, status, method, body=body)
         else:
             await self._download(scope, send, state, path)
 
@@ -204,6 +222,8 @@ class UpdateApp:
             decision = decide(device, target, channel, intent, gates)
             if intent is not None and intent.channel is not None:
                 channel = intent.channel
+            if intent is not None and intent.held and isinstance(decision, NoUpdate):
+                scope[KIND] = "held"  # not offered what it is held on (the loop breaker), for /metrics
         sent = False
         try:
             sent = await self._answer(scope, send, state, device, decision, update=True)
@@ -233,6 +253,10 @@ class UpdateApp:
                 await _simple(send, 404, method)
                 self._log(scope, device, 404, f"{decision.artifact.name} failed verification")
                 return False
+            if self.accel is not None:
+                await self._hand_to_proxy(scope, send, device, decision, len(data), update=update)
+                self._log(scope, device, 200, decision.reason, decision)
+                return method != "HEAD"  # nginx sends the bytes; what it was told is what was sent
             if method != "HEAD" and not self.downloads.take():
                 await _simple(send, 503, method, extra=[(b"retry-after", self.retry_after)])
                 self._log(scope, device, 503, f"busy: {self.downloads.active} downloads in flight", decision)
@@ -251,11 +275,40 @@ class UpdateApp:
         self._log(scope, device, decision.status, decision.reason, decision)
         return False
 
+    async def _hand_to_proxy(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer, size: int, *,
+                             update: bool) -> None:
+        """``--accel-redirect``: answer with the device headers only and let nginx send the file
+        from the shared catalog (``X-Accel-Redirect``, nginx's ``ngx_http_upstream`` docs). nginx
+        drops most upstream headers on that internal redirect; the configuration acrelease prints
+        (``acrelease template nginx.conf``) carries x-MD5, x-version, x-SHA256, Content-Disposition
+        and ETag across, and nginx sets the real Content-Length and serves Range and HEAD itself.
+        Conditional requests that need no bytes (If-None-Match, an unsatisfiable Range) are
+        answered here as without the proxy."""
+        assert self.accel is not None
+        headers = _image_headers(offer, device, 0)
+        if not update:
+            etag = httpcache.strong_etag(offer.artifact.sha256)
+            wanted = _headers(scope["headers"], (b"if-none-match", b"range", b"if-range"))
+            outcome = httpcache.evaluate(etag, size, if_none_match=wanted.get(b"if-none-match"),
+                                         range_header=wanted.get(b"range"), if_range=wanted.get(b"if-range"))
+            if isinstance(outcome, httpcache.NotModified):
+                await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag.encode())]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if isinstance(outcome, httpcache.Unsatisfiable):
+                await _simple(send, 416, scope["method"],
+                              extra=[(b"content-range", f"bytes */{size}".encode()), (b"etag", etag.encode())])
+                return
+            headers.append((b"etag", etag.encode()))
+        headers.append((b"x-accel-redirect", self.accel + quote(offer.artifact.file).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
     async def _send_image(self, scope: Scope, send: Send, device: DeviceFacts, offer: Offer,
                           data: memoryview) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": _image_headers(offer, device, len(data))})
-        await _body(scope, send, data)
+        await _body(scope, send, data, self.metrics)
 
     # -- /_catalog ----------------------------------------------------------------------------
 
@@ -330,11 +383,11 @@ class UpdateApp:
                        (b"content-range", f"bytes {outcome.start}-{outcome.end}/{len(data)}".encode()),
                        (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 206, "headers": headers})
-            await _body(scope, send, part)
+            await _body(scope, send, part, self.metrics)
         else:
             headers = [*whole, etag_header, (b"accept-ranges", b"bytes")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await _body(scope, send, data)
+            await _body(scope, send, data, self.metrics)
 
     # -- a plain folder (no index yet) ------------------------------------------------------------
 
@@ -391,7 +444,10 @@ class UpdateApp:
 
     def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str,
              decision: Decision | None = None) -> None:
-        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path."""
+        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path;
+        and the answer counted for ``/metrics`` when the admin listener is on."""
+        if self.metrics is not None:
+            self.metrics.answered(scope["path"], status, scope.get(KIND), decision, scope[STARTED])
         if self.decisions.enabled():
             self.decisions.write(decisions.Decision(scope.get("client"), scope["method"], scope["path"],
                                                     scope.get("query_string", b""), device, status, reason,
@@ -409,8 +465,10 @@ def _image_headers(offer: Offer, device: DeviceFacts, size: int) -> Headers:
     return headers
 
 
-async def _body(scope: Scope, send: Send, data: memoryview) -> None:
+async def _body(scope: Scope, send: Send, data: memoryview, metrics: Metrics | None) -> None:
     """Send ``data`` in CHUNK slices (nothing for HEAD); awaits the server's flow control."""
+    if metrics is not None and scope["method"] != "HEAD":
+        metrics.add(BYTES_SENT, len(data))  # counted when sending starts: a dropped client counts too
     if scope["method"] == "HEAD":
         await send({"type": "http.response.body", "body": b""})
         return
@@ -424,8 +482,10 @@ async def _body(scope: Scope, send: Send, data: memoryview) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _simple(send: Send, status: int, method: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = REASONS.get(status, b"")
+async def _simple(send: Send, status: int, method: str, extra: Iterable[tuple[bytes, bytes]] = (),
+                  body: bytes | None = None) -> None:
+    if body is None:
+        body = REASONS.get(status, b"")
     headers = [(b"content-length", str(len(body)).encode()), TEXT, *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})

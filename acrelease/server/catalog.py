@@ -112,6 +112,8 @@ class Catalog:
         self.state = CatalogState()
         self._signature: IndexSignature = None
         self._loaded = False
+        self.reload_errors = 0
+        """Times ``index.json`` could not be read since start (the previous state kept serving)."""
         self._verified: dict[FileKey, Verified] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -135,6 +137,7 @@ class Catalog:
             self._install(current.index)
             return True
         problem = current.problem or f"{self.root / INDEX_NAME}: cannot be read"
+        self.reload_errors += 1
         if not first:
             log.error("catalog: %s; still serving generation %d; %s", problem, self.state.index.generation,
                       history.repair_hint(self.root))
@@ -152,6 +155,11 @@ class Catalog:
                     good.path.relative_to(self.root), history.repair_hint(self.root))
         self._install(good.index)
         return True
+
+    @property
+    def loaded(self) -> bool:
+        """The index has been read (or found absent) at least once."""
+        return self._loaded
 
     def recheck(self) -> bool:
         """Re-stat every file of the current index; True if what is served changed."""

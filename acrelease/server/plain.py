@@ -337,10 +337,10 @@ def decide(device: DeviceFacts, artifact: Artifact) -> Refuse | NoUpdate | None:
         return None
     chip = chips.lookup(artifact.chip)
     if chip is None or chip.arch != device.arch:
-        return Refuse(403, f"{device.arch} device asked for a {artifact.chip} image")
+        return Refuse(403, f"{device.arch} device asked for a {artifact.chip} image", "chip")
     mode = device.mode or SKETCH_MODE
     if mode in FILESYSTEM_MODES:
-        return Refuse(403, f"mode {mode} asked for a firmware file")  # F.31
+        return Refuse(403, f"mode {mode} asked for a firmware file", "mode")  # F.31
     if device.sketch_md5 == artifact.md5:
         return NoUpdate(f"already running {artifact.name} (sketch-md5)")
     return misfit(device, artifact, mode)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -26,11 +27,13 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from acrelease import chips
-from acrelease.access import AccessPolicy
+from acrelease.access import AccessPolicy, Credentials, load_credentials
+from acrelease.admin.app import AdminApp
+from acrelease.admin.dashboard import Dashboard, FleetReader
 from acrelease.errors import CatalogError, FleetError, ServeError
-from acrelease.fleet.store import store_path
-from acrelease.server import channels, logs
-from acrelease.server.app import create_app
+from acrelease.fleet.store import open_store, store_path
+from acrelease.server import channels, logs, metrics
+from acrelease.server.app import UpdateApp, create_app
 from acrelease.server.catalog import Catalog, CatalogState
 from acrelease.server.decisions import DecisionLog
 from acrelease.server.plain import PlainFolder, open_folder, print_plain
@@ -57,6 +60,7 @@ def serve(settings: ServerSettings) -> None:
     # Files are read once here, before forking: a bad one is one line at start-up, not a dead worker.
     tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
+    admin_credentials = _admin_credentials(settings)
     decisions = logs.configure_logging(settings.log_level, settings.log_format)
     if settings.fleet_enabled:
         try:  # a --fleet this version cannot use is one line at start-up, before anything is bound
@@ -64,12 +68,19 @@ def serve(settings: ServerSettings) -> None:
         except FleetError as exc:
             raise ServeError(str(exc)) from None
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
+    try:
+        admin_sock = bind(*settings.admin) if settings.admin else None
+    except ServeError:
+        sock.close()
+        raise
     catalog = Catalog(root.resolve(), poll_interval=settings.poll_interval,
                       recheck_interval=settings.recheck_interval)
     try:
         catalog.load(refuse_unreadable=True)
     except CatalogError:
         sock.close()
+        if admin_sock is not None:
+            admin_sock.close()
         raise
     # No index (nor a last good one): the folder is served as updateserver.py did, until one appears.
     plain = open_folder(root.resolve()) if catalog.state.index.generation == 0 else None
@@ -78,11 +89,54 @@ def serve(settings: ServerSettings) -> None:
     else:
         print_urls(settings, catalog.state, sock.getsockname()[1])
     print_fleet(settings)
-    shared = _Shared(catalog, sock, decisions, access, tls, plain)
+    if admin_sock is not None:
+        host, port = admin_sock.getsockname()[:2]
+        print(f"admin: dashboard http://{_url_host(host)}:{port}/, metrics /metrics, health /healthz"
+              f"{' (HTTP Basic)' if admin_credentials else ''}", flush=True)
+    block = metrics.SharedBlock(settings.workers) if admin_sock is not None else None
+    shared = _Shared(catalog, sock, decisions, access, tls, plain, admin_sock, admin_credentials, block)
     if settings.workers == 1:
-        _worker(settings, shared)
+        try:
+            _worker(settings, shared, 0)
+        finally:
+            _close(shared)
     else:
         _prefork(settings, shared)
+
+
+def _admin_credentials(settings: ServerSettings) -> Credentials | None:
+    """The admin listener's credentials, read once before forking; refuses an admin port that
+    others could reach without them (the dashboard shows every device of the fleet)."""
+    if settings.admin is None:
+        return None
+    host, port = settings.admin
+    if port == settings.port and port != 0:
+        raise ServeError(f"--admin {host}:{port}: the admin listener needs a port of its own, not the device "
+                         f"port {settings.port}")
+    if settings.admin_auth is None:
+        if not _loopback(host):
+            raise ServeError(f"--admin {host}:{port}: not a loopback address, so the dashboard would be open to "
+                             "the network; add --admin-auth FILE (`acrelease auth add USER --file FILE`) or bind "
+                             "127.0.0.1")
+        return None
+    return load_credentials(settings.admin_auth)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _close(shared: _Shared) -> None:
+    shared.sock.close()
+    if shared.admin_sock is not None:
+        shared.admin_sock.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -184,24 +238,64 @@ class _Shared:
     access: AccessPolicy
     tls: ssl.SSLContext | None
     plain: PlainFolder | None = None
+    admin_sock: socket.socket | None = None
+    admin_credentials: Credentials | None = None
+    block: metrics.SharedBlock | None = None
+    """Every worker's counts (one row each), shared across fork; ``None`` without the admin listener."""
 
 
-def _worker(settings: ServerSettings, shared: _Shared) -> None:
-    app = create_app(settings, shared.catalog, shared.decisions, shared.access, shared.plain)
+def _worker(settings: ServerSettings, shared: _Shared, row: int) -> None:
+    """Serve in this process; ``row`` is this worker's row of the shared metrics block."""
+    counts = metrics.Metrics(shared.block, row) if shared.block is not None else None
+    app = create_app(settings, shared.catalog, shared.decisions, shared.access, shared.plain, counts)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        flusher = loop.create_task(logs.flush_logs_periodically())
+        background = [loop.create_task(logs.flush_logs_periodically())]
+        servers = [serve_socket(app, settings, shared.sock, stop, shared.tls)]
+        if counts is not None and shared.block is not None and shared.admin_sock is not None:
+            servers.append(serve_socket(_admin_app(settings, shared, app, counts, shared.block), settings,
+                                        shared.admin_sock, stop, None))
+            background.append(loop.create_task(_publish_metrics(app, counts)))
         try:
-            await serve_socket(app, settings, shared.sock, stop, shared.tls)
+            await asyncio.gather(*servers)
         finally:
-            flusher.cancel()
+            for task in background:
+                task.cancel()
             logs.flush_logs()
 
     _run(main)
+
+
+def _admin_app(settings: ServerSettings, shared: _Shared, app: UpdateApp, counts: metrics.Metrics,
+               block: metrics.SharedBlock) -> AdminApp:
+    """The admin listener's app in this worker: health, metrics, and the dashboard when there is a fleet."""
+    dashboard = None
+    if settings.fleet_enabled:
+        spec, root = settings.fleet, settings.catalog
+        reader = FleetReader(lambda: open_store(spec, root), shared.catalog)
+        dashboard = Dashboard(reader, shared.catalog, catalog_dir=str(settings.catalog),
+                              loop_limit=settings.loop_limit)
+    return AdminApp(shared.catalog, counts, block.totals, credentials=shared.admin_credentials,
+                    checks=app.health_checks, dashboard=dashboard)
+
+
+async def _publish_metrics(app: UpdateApp, counts: metrics.Metrics) -> None:
+    """Copy this worker's counts (and the gauges read off the app) into shared memory, so that
+    whichever worker answers a scrape sums current figures."""
+    while True:
+        counts.set(metrics.GENERATION, app.catalog.state.index.generation)
+        counts.set(metrics.RELOAD_ERRORS, app.catalog.reload_errors)
+        counts.set(metrics.DOWNLOADS_ACTIVE, app.downloads.active)
+        if app.fleet is not None:
+            counts.set(metrics.FLEET_ERRORS, app.fleet.failures)
+            counts.set(metrics.FLEET_DROPPED, app.fleet.dropped)
+            counts.set(metrics.FLEET_LAG, int(app.fleet.lag() * 1000))
+        counts.publish()
+        await asyncio.sleep(metrics.PUBLISH_INTERVAL)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -217,7 +311,8 @@ def _prefork(settings: ServerSettings, shared: _Shared) -> None:
     the SIGTERM. Workers also ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG),
     so none keeps serving after a parent that was killed outright.
     """
-    children: dict[int, float] = {}  # pid -> time.monotonic() at start
+    children: dict[int, tuple[float, int]] = {}
+    """pid -> (time.monotonic() at start, metrics row): a replacement takes over the row of the worker it replaces."""
     parent = os.getpid()
     # A Python-level handler too, in case a signal reaches another thread (where it is not
     # blocked): it only sets a flag, which the loop checks at least once a second.
@@ -230,33 +325,36 @@ def _prefork(settings: ServerSettings, shared: _Shared) -> None:
     previous = {signum: signal.signal(signum, on_stop) for signum in STOP_SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
     try:
-        for _ in range(settings.workers):
-            _spawn(settings, shared, parent, children)
-        respawn_at: list[float] = []  # when to fork a replacement, one entry per dead worker
+        for row in range(settings.workers):
+            _spawn(settings, shared, parent, children, row)
+        respawn_at: list[tuple[float, int]] = []  # (when to fork a replacement, its row), one per dead worker
         while not stopping:
-            timeout = max(0.0, min(respawn_at) - time.monotonic()) if respawn_at else 1.0
+            timeout = max(0.0, min(respawn_at)[0] - time.monotonic()) if respawn_at else 1.0
             info = signal.sigtimedwait(_WATCHED, timeout)
             if info is not None and info.si_signo in STOP_SIGNALS:
                 break
             for pid, status in _reap():
-                started = children.pop(pid, None)
-                if started is not None:
+                child = children.pop(pid, None)
+                if child is not None:
+                    started, row = child
                     log.error("worker %d %s; starting a new one", pid, describe_exit(status))
                     now = time.monotonic()
                     # A worker that dies at once is not restarted in a tight loop.
-                    respawn_at.append(now + 1.0 if now - started < 1.0 else now)
-            while respawn_at and min(respawn_at) <= time.monotonic():
-                respawn_at.remove(min(respawn_at))
-                _spawn(settings, shared, parent, children)
+                    respawn_at.append((now + 1.0 if now - started < 1.0 else now, row))
+            while respawn_at and min(respawn_at)[0] <= time.monotonic():
+                due = min(respawn_at)
+                respawn_at.remove(due)
+                _spawn(settings, shared, parent, children, due[1])
     finally:
         _stop_workers(children, settings.shutdown_grace + 5.0)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        shared.sock.close()
+        _close(shared)
 
 
-def _spawn(settings: ServerSettings, shared: _Shared, parent: int, children: dict[int, float]) -> None:
+def _spawn(settings: ServerSettings, shared: _Shared, parent: int, children: dict[int, tuple[float, int]],
+           row: int) -> None:
     """Fork one worker and record it (called with the stop signals blocked)."""
     logs.flush_logs()  # nothing buffered may be written twice
     pid = os.fork()
@@ -267,14 +365,14 @@ def _spawn(settings: ServerSettings, shared: _Shared, parent: int, children: dic
                 signal.signal(signum, signal.SIG_DFL)  # until its event loop installs its own
             _die_with(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)  # a stop already pending ends it here
-            _worker(settings, shared)
+            _worker(settings, shared, row)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             code = 1
         finally:
             logs.flush_logs()
             os._exit(code)
-    children[pid] = time.monotonic()
+    children[pid] = (time.monotonic(), row)
 
 
 def _die_with(parent: int) -> None:
@@ -315,7 +413,7 @@ def describe_exit(status: int) -> str:
     return f"killed by {name}"
 
 
-def _stop_workers(children: dict[int, float], grace: float) -> None:
+def _stop_workers(children: dict[int, tuple[float, int]], grace: float) -> None:
     """SIGTERM every worker (each finishes its answers in flight), wait for them for up to
     ``grace`` seconds, then SIGKILL what is left; a second stop signal kills at once."""
     for pid in children:

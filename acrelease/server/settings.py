@@ -57,6 +57,17 @@ class ServerSettings:
     cannot carry any (its HTTPClient never calls setAuthorization), so ``--open-catalog`` lifts
     this for the listing only; images still need credentials."""
 
+    # Admin listener: dashboard, /metrics, /healthz (off by default).
+    admin: tuple[str, int] | None = None
+    """``--admin ADDR:PORT``: where the admin listener binds; never the device port."""
+    admin_auth: Path | None = None
+    """``--admin-auth FILE``: credentials (the ``--auth`` file format) for every admin route; required
+    when ``admin`` is not a loopback address."""
+
+    accel_redirect: str | None = None
+    """``--accel-redirect PREFIX`` (``/_files/``): answers with an image carry ``X-Accel-Redirect:
+    PREFIX<catalog path>`` and no body, and nginx in front sends the file (several hosts, one catalog)."""
+
     # Catalog watcher.
     poll_interval: float = 0.25
     """How often index.json's stat is polled (a new publish is served within 1 s)."""

@@ -92,13 +92,14 @@ def serving(catalog: Path, logs: Path, **settings: Any) -> Iterator[Served]:
     assert code == 0, f"server exited {code} (negative = killed by that signal): {text[-2000:]}"
 
 
-def wait_listening(process: subprocess.Popen[Any], port: int, log: Callable[[], str] = str) -> None:
-    """Return once ``process`` accepts connections on ``port`` (bounded: about 20 s)."""
+def wait_listening(process: subprocess.Popen[Any], port: int, log: Callable[[], str] = str,
+                   host: str = "127.0.0.1") -> None:
+    """Return once ``process`` accepts connections on ``host:port`` (bounded: about 20 s)."""
     for _ in range(200):
         if process.poll() is not None:
             raise AssertionError(f"server exited {process.returncode}: {log()}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
@@ -106,12 +107,13 @@ def wait_listening(process: subprocess.Popen[Any], port: int, log: Callable[[], 
     raise AssertionError("server did not start listening")
 
 
-def start_cli(catalog: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    """``acrelease serve`` itself, as a user runs it, on 127.0.0.1 and a free port."""
-    port = free_port()
-    process = clirun.popen("serve", "--catalog", str(catalog), "--port", str(port), "--bind", "127.0.0.1", *extra,
+def start_cli(catalog: Path, *extra: str, host: str = "127.0.0.1",
+              port: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    """``acrelease serve`` itself, as a user runs it, on ``host`` (a loopback address) and a free port."""
+    port = port or free_port()
+    process = clirun.popen("serve", "--catalog", str(catalog), "--port", str(port), "--bind", host, *extra,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_listening(process, port, lambda: "".join(process.communicate()))
+    wait_listening(process, port, lambda: "".join(process.communicate()), host)
     return process, port
 
 

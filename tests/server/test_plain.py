@@ -135,6 +135,7 @@ def test_decide(tmp_path: Path) -> None:
     esp8266 = DeviceFacts(arch="ESP8266", update_agent=True, mode="sketch")
     assert plain.decide(esp8266, artifact) is None
     assert isinstance(plain.decide(DeviceFacts(arch="ESP8266", sketch_md5=artifact.md5), artifact), NoUpdate)
-    assert plain.decide(DeviceFacts(arch="ESP32"), artifact) == Refuse(403, "ESP32 device asked for a esp8266 image")
+    assert plain.decide(DeviceFacts(arch="ESP32"), artifact) == Refuse(403, "ESP32 device asked for a esp8266 image",
+                                                                      "chip")
     assert isinstance(plain.decide(DeviceFacts(arch="ESP8266", mode="spiffs"), artifact), Refuse)
     assert isinstance(plain.decide(DeviceFacts(arch="ESP8266", free_space=100), artifact), Refuse)

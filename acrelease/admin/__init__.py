@@ -1,0 +1,1 @@
+"""The admin listener (``serve --admin ADDR:PORT``): health, Prometheus metrics and the dashboard."""
