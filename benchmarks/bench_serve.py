@@ -519,6 +519,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "before the first round (0: none)")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
     parser.add_argument("--list", action="store_true", help="print the scenarios and server variants, then exit")
+    parser.add_argument("--results", type=Path, default=RESULTS, metavar="DIR",
+                        help="where the JSON goes (default benchmarks/results, ignored by git)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="summarise a results file again from its raw measures (measures nothing)")
     for flag in dict.fromkeys(s.flag for s in SERVERS if s.flag):
@@ -581,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report: dict[str, Any] = {
         "date": date, "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": sys.version.split()[0]},
-        "settings": {k: v for k, v in vars(args).items() if k != "list"},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "scenarios": [{"name": s.name, "models": s.models, "path": s.path, "version": s.version} for s in scenarios],
         "servers": [s.name for s in servers],
     }
@@ -604,10 +606,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     goals = judge(measures, rss)
     print_summary(rows, goals, rss, args.runs)
     report.update(summary=rows, goals=goals, rss=rss, measures=[asdict(m) for m in measures])
-    out = RESULTS / f"serve-{date.replace(':', '')}.json"
+    out = args.results / f"serve-{date.replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=lambda o: asdict(o)) + "\n")
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    print(f"\nwritten: {out}")
 
 
 if __name__ == "__main__":
