@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from string import Template
 from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,26 +100,34 @@ class Setup:
     credentials: Path
 
 
+def fill(text: str, **values: object) -> str:
+    """``text`` with each ``{name}`` replaced; nothing else is touched, so nginx's braces and ``$variables``
+    stay as they are."""
+    for name, value in values.items():
+        text = text.replace(f"{{{name}}}", str(value))
+    return text
+
+
 # A server variant's launcher: the processes to start, upstreams first, the one wrk talks to last.
 Launcher = Callable[[Setup], list[Proc]]
 
 
 def acrelease(*args: str) -> Launcher:
     """``acrelease serve`` of this checkout (``tests/clirun.py``: ``python -m acrelease``, checkout first on
-    ``PYTHONPATH``), with ``args`` after catalog, port and bind; ``$credentials`` and ``$workdir`` are filled in."""
+    ``PYTHONPATH``), with ``args`` after catalog, port and bind; ``{credentials}`` and ``{workdir}`` are filled in."""
     def launch(setup: Setup) -> list[Proc]:
         port = free_port()
-        extra = [Template(a).substitute(credentials=setup.credentials, workdir=setup.workdir) for a in args]
+        extra = [fill(a, credentials=setup.credentials, workdir=setup.workdir) for a in args]
         return [Proc(clirun.command("serve", "--catalog", str(setup.catalog), "--port", str(port),
                                     "--bind", "127.0.0.1", *extra), clirun.environment(), port)]
     return launch
 
 
 def asgi(*args: str) -> Launcher:
-    """acrelease's ASGI app (``benchmarks/asgi_app.py``) under a third-party server; ``$port`` filled in."""
+    """acrelease's ASGI app (``benchmarks/asgi_app.py``) under a third-party server; ``{port}`` filled in."""
     def launch(setup: Setup) -> list[Proc]:
         port = free_port()
-        command = [sys.executable, "-m", *(Template(a).substitute(port=port) for a in args)]
+        command = [sys.executable, "-m", *(fill(a, port=port) for a in args)]
         return [Proc(command, clirun.environment({"ACRELEASE_CATALOG": str(setup.catalog)}), port)]
     return launch
 
@@ -129,20 +136,19 @@ def asgi(*args: str) -> Launcher:
 # the least work an HTTP server can do for each scenario, the yardstick for acrelease.
 NGINX_LOCATIONS = f"""
     location = {CHECK_PATH} {{ return 304; }}
-    location / {{ root $catalog; sendfile on; }}
+    location / {{ root {{catalog}}; sendfile on; }}
 """
 
 
 def nginx(locations: str = NGINX_LOCATIONS, upstream: Launcher | None = None) -> Launcher:
-    """nginx in the foreground, one worker, no access log; ``locations`` may use ``$catalog`` and, with an
-    ``upstream`` variant started first (e.g. acrelease behind ``proxy_pass``), ``$upstream`` (host:port)."""
+    """nginx in the foreground, one worker, no access log; ``locations`` may use ``{catalog}`` and, with an
+    ``upstream`` variant started first (e.g. acrelease behind ``proxy_pass``), ``{upstream}`` (host:port)."""
     def launch(setup: Setup) -> list[Proc]:
         behind = upstream(setup) if upstream else []
         port = free_port()
         work = setup.workdir / f"nginx-{port}"
         work.mkdir()
-        served = Template(locations).substitute(
-            catalog=setup.catalog, upstream=f"127.0.0.1:{behind[-1].port}" if behind else "")
+        served = fill(locations, catalog=setup.catalog, upstream=f"127.0.0.1:{behind[-1].port}" if behind else "")
         conf = work / "nginx.conf"
         conf.write_text(f"""
 worker_processes 1;
@@ -183,14 +189,14 @@ SERVERS = [
     Server("acrelease", acrelease("--log", "INFO")),
     Server("acrelease-quiet", acrelease("--log", "WARNING"), flag="quiet",
            help="also acrelease with --log WARNING (no decision lines); the goals use the default"),
-    Server("acrelease-auth", acrelease("--log", "INFO", "--auth", "$credentials"), flag="auth", only=("check",),
+    Server("acrelease-auth", acrelease("--log", "INFO", "--auth", "{credentials}"), flag="auth", only=("check",),
            compare=("acrelease", "nginx"), help="also acrelease with --auth (HTTP Basic checked on every request)"),
-    Server("granian", asgi("granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", "$port",
+    Server("granian", asgi("granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", "{port}",
                            "--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level", "warning",
                            "benchmarks.asgi_app:factory"),
            flag="others", help="also the ASGI app under granian and uvicorn (for the record; pip install '.[bench]')"),
     Server("uvicorn", asgi("uvicorn", "--factory", "benchmarks.asgi_app:factory", "--host", "127.0.0.1",
-                           "--port", "$port", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                           "--port", "{port}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                            "--log-level", "warning", "--lifespan", "on"), flag="others"),
 ]
 

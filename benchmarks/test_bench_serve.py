@@ -182,6 +182,29 @@ def answers_as_expected(tmp_path: Path) -> None:
         assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # stopped and waited for
 
 
+def test_placeholders_leave_nginx_variables_and_braces_alone() -> None:
+    text = "location / { proxy_pass http://{upstream}; add_header x-MD5 $upstream_http_x_md5; root {catalog}; }"
+    assert bench.fill(text, upstream="127.0.0.1:9", catalog="/c") == (
+        "location / { proxy_pass http://127.0.0.1:9; add_header x-MD5 $upstream_http_x_md5; root /c; }")
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("taskset") is None,
+                    reason="nginx not installed (apt-get install -y nginx)")
+def test_a_variant_can_put_nginx_in_front_of_acrelease() -> None:
+    proxied = bench.nginx("    location / { proxy_pass http://{upstream}; proxy_http_version 1.0; }\n",
+                          upstream=bench.acrelease("--log", "WARNING"))
+    with tempfile.TemporaryDirectory(prefix="acrelease-bench-test-") as tmp:
+        workdir = Path(tmp)
+        setup = bench.Setup(workdir, workdir / "catalog", workdir / "devices.auth")
+        bench.build_catalog(setup.catalog)
+        procs = proxied(setup)
+        assert [p.command[0] for p in procs] == [sys.executable, shutil.which("nginx")]  # upstream first
+        with running(procs, workdir, "proxied") as pids:
+            check = next(s for s in bench.SCENARIOS if s.name == "check")
+            assert one_answer(procs[-1].port, check, "nginx-proxy").split(b"\r\n", 1)[0].endswith(b" 304 Not Modified")
+            assert len(pids) == 2  # both count in the variant's CPU per request
+
+
 def test_a_wrong_scenario_or_concurrency_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, said in ((["--scenarios", "check,fleat"], "unknown scenario 'fleat'"),
                        (["--concurrency", "50,lots"], "--concurrency '50,lots': expected numbers")):
