@@ -529,6 +529,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where the JSON goes (default benchmarks/results, ignored by git)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="summarise a results file again from its raw measures (measures nothing)")
+    parser.add_argument("--markdown", action="store_true", help="with --report: as the README's tables")
     for flag in dict.fromkeys(s.flag for s in SERVERS if s.flag):
         parser.add_argument(f"--{flag}", action="store_true",
                             help=next(s.help for s in SERVERS if s.flag == flag and s.help))
@@ -557,7 +558,37 @@ def print_tables() -> None:
         print(f"    {server.name:<18}{when}{only}")
 
 
-def reprint(path: Path) -> None:
+def markdown(rows: Sequence[dict[str, Any]], goals: Sequence[dict[str, Any]]) -> str:
+    """The README's tables: every figure and per-round ratio, then the goals."""
+    dash = "\u2013"  # an en dash between the ends of a range
+
+    def show(value: Spread | None, digits: int, unit: str = "") -> str:
+        return value.show(digits, unit, dash) if value else ""
+
+    lines = ["| scenario | server | req/s | p99 ms | CPU µs/request | others' load (cores) |",
+             "|---|---|---|---|---|---|"]
+    last: tuple[str, int] | None = None
+    for row in rows:
+        title = ""
+        if (row["scenario"], row["concurrency"]) != last:
+            last = (row["scenario"], row["concurrency"])
+            title = f"{row['scenario']}, c={row['concurrency']}"
+        lines.append(f"| {title} | {row['server']} | {show(row['requests_per_s'], 0)} | {show(row['p99_ms'], 2)} | "
+                     f"{show(row['cpu_us_per_request'], 1)} | {show(row['others_cores'], 2)} |")
+        for base, figures in row["vs"].items():
+            lines.append(f"| | {row['server']} / {base} | {show(figures['rate'], 2, 'x')} | "
+                         f"{show(figures['p99'], 2, 'x')} | {show(figures['cpu'], 2, 'x')} | |")
+    lines += ["", f"| goal | median of the rounds (min{dash}max) | rounds that met it | |", "|---|---|---|---|"]
+    for verdict in goals:
+        ratio: Spread | None = verdict.get("ratio")
+        figure = show(ratio, 2, "x") if ratio else f"peak {verdict['peak_mib']} MiB" if verdict.get("peak_mib") else ""
+        rounds = f"{verdict['rounds_met']} of {verdict['rounds']}" if ratio else ""
+        status = {None: "not measured", True: "met", False: "**not met**"}[verdict["met"]]
+        lines.append(f"| {verdict['goal'].replace('>=', '≥').replace('<=', '≤')} | {figure} | {rounds} | {status} |")
+    return "\n".join(lines)
+
+
+def reprint(path: Path, as_markdown: bool = False) -> None:
     """The summary and goals of an earlier run, recomputed from the raw measures in its JSON."""
     try:
         saved = json.loads(path.read_text())
@@ -566,9 +597,12 @@ def reprint(path: Path) -> None:
         raise SystemExit(f"bench: error: cannot read {path}: {exc}; give a benchmarks/results/serve-*.json") from exc
     names = set(saved.get("servers", []))
     servers = [s for s in SERVERS if s.name in names]
+    rows, goals = summarize(measures, servers), judge(measures, saved.get("rss", {}))
     print(f"{saved['date']}  {saved['command']}")
-    print_summary(summarize(measures, servers), judge(measures, saved.get("rss", {})), saved.get("rss", {}),
-                  saved["settings"]["runs"])
+    if as_markdown:
+        print(markdown(rows, goals))
+    else:
+        print_summary(rows, goals, saved.get("rss", {}), saved["settings"]["runs"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -577,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_tables()
         return
     if args.report:
-        reprint(args.report)
+        reprint(args.report, args.markdown)
         return
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:

@@ -43,13 +43,13 @@ class Spread:
             return None
         return cls(statistics.median(finite), min(finite), max(finite), len(finite))
 
-    def show(self, digits: int = 0, unit: str = "") -> str:
+    def show(self, digits: int = 0, unit: str = "", dash: str = "-") -> str:
         """``22,677 (21,900-23,100)``: the median first, the range after it."""
         def fmt(v: float) -> str:
             return f"{v:,.{digits}f}{unit}"
         if self.n == 1:
             return fmt(self.median)
-        return f"{fmt(self.median)} ({fmt(self.low)}-{fmt(self.high)})"
+        return f"{fmt(self.median)} ({fmt(self.low)}{dash}{fmt(self.high)})"
 
 
 # -- processes -----------------------------------------------------------------------------------

@@ -105,6 +105,17 @@ def test_the_summary_reports_every_figure_and_ratio_as_a_spread() -> None:
     assert rows["nginx"]["vs"] == {}
 
 
+def test_the_readme_tables_carry_every_row_and_an_honest_verdict() -> None:
+    measures = [measure(1, "nginx", 20_000), measure(1, "acrelease", 12_000),
+                measure(2, "acrelease", 11_000), measure(2, "nginx", 10_000)]
+    servers = [s for s in bench.SERVERS if s.name in ("nginx", "acrelease")]
+    table = bench.markdown(bench.summarize(measures, servers), bench.judge(measures, {}))
+    assert "| check, c=50 | nginx | 15,000 (10,000\u201320,000) |" in table
+    assert "| | acrelease / nginx | 0.85x (0.60x\u20131.10x) |" in table
+    assert "| checks ≥ 0.75x nginx (c=50) | 0.85x (0.60x\u20131.10x) | 1 of 2 | met |" in table
+    assert "| 1 MiB downloads ≥ 0.9x nginx (c=50) |  |  | not measured |" in table
+
+
 def test_tree_cpu_counts_live_and_reaped_descendants(tmp_path: Path) -> None:
     # parent (idle) -> child: runs one burner to its end (reaped: the child's cutime), then starts a
     # second that stays alive (its own stat). Each burns 0.3 s of CPU.
