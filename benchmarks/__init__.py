@@ -1,0 +1,1 @@
+"""Benchmarks of acrelease against reference servers (benchmarks/README.md)."""
