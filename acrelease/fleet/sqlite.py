@@ -23,10 +23,13 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class SQLiteStore(FleetStore):
+    tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         super().__init__(connection, (sqlite3.Error, OSError))
         self.path = path
         self.where = str(path)
+        self.spec = str(path)
         self._identity = _identity(path)
 
     @classmethod

@@ -12,6 +12,10 @@ Rules that keep the SQL portable (SQLite >= 3.24 and PostgreSQL both run every s
 
 Every change of intent (pins, assignments, holds, retries, rollouts) bumps ``meta.generation`` in
 the same transaction; servers poll that one value and reload their :class:`FleetView` when it moves.
+
+The schema is versioned (``meta.schema_version``): a new store is created at :data:`SCHEMA_VERSION`
+with :data:`SCHEMA`; an older one is refused with :class:`SchemaError` until ``acrelease fleet
+migrate`` applies the steps of :data:`MIGRATIONS` in one transaction, never silently.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from acrelease.fleet.model import (
     now_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_DIR = ".acrelease"
 STORE_NAME = "fleet.sqlite3"
 KEEP_EVENTS = 100
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _CHUNK = 500  # parameters per IN (...) list: below SQLite's and PostgreSQL's limits
 
 SCHEMA = (
@@ -74,6 +79,20 @@ SCHEMA = (
     " held_base INTEGER NOT NULL, stage_started BIGINT NOT NULL, created BIGINT NOT NULL,"
     " updated BIGINT NOT NULL, PRIMARY KEY (project, target, version))",
 )
+
+TABLES = ("meta", "devices", "events", "sends", "holds", "pins", "assignments", "version_history", "rollouts")
+"""Every table, in the order ``acrelease fleet export`` writes them."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the dashboard's hourly version counts.
+    2: (next(s for s in SCHEMA if "version_history" in s),),
+}
+"""The statements that take a store from schema ``N - 1`` to ``N``, keyed by ``N``."""
+
+
+class SchemaError(FleetError):
+    """The store was written by an older acrelease: ``acrelease fleet migrate`` upgrades it."""
+
 
 _DEVICE_COLUMNS = ("mac, project, target, channel, version, sketch_md5, chip_size, free_space, sdk_version, "
                    "address, first_seen, last_seen, checks")
@@ -114,6 +133,11 @@ class FleetStore(abc.ABC):
 
     placeholder = "?"
     where: str = "fleet store"
+    spec: str = ""
+    """How ``--fleet`` names this store in advice (a path, or a URL with its password masked)."""
+    advice = "check that the file is writable, not corrupt, and the disk not full"
+    tables_sql: str
+    """Lists the store's tables (one column: the name)."""
 
     def __init__(self, connection: Any, errors: tuple[type[BaseException], ...]) -> None:
         self.connection = connection
@@ -148,8 +172,22 @@ class FleetStore(abc.ABC):
         except FleetError:
             raise
         except self.errors as exc:
-            raise FleetError(f"{self.where}: cannot {doing} ({_one_line(exc)}); "
-                             "check that the file is writable, not corrupt, and the disk not full") from None
+            raise FleetError(f"{self.where}: cannot {doing} ({self.clean(_one_line(exc))}); {self.advice}") from None
+
+    def clean(self, text: str) -> str:
+        """A driver's message as it may be shown or logged (PostgreSQL: without the password)."""
+        return text
+
+    def tables(self, cursor: Any = None) -> set[str]:
+        """The names of the tables the store has (an empty store: none); in ``cursor``'s
+        transaction when given."""
+        if cursor is None:
+            return {str(name) for (name,) in self._rows(self.tables_sql)}
+        cursor.execute(self.tables_sql)
+        return {str(name) for (name,) in cursor.fetchall()}
+
+    def lock_schema(self, cursor: Any) -> None:  # noqa: B027 - SQLite's BEGIN IMMEDIATE already excludes
+        """Serialise schema changes between processes that open the store at once (in the transaction)."""
 
     @contextlib.contextmanager
     def transaction(self, doing: str, *, bump: bool = False) -> Iterator[Any]:
@@ -175,20 +213,61 @@ class FleetStore(abc.ABC):
         return rows
 
     def create_schema(self) -> None:
-        with self.transaction("create its tables") as cursor:
-            for statement in SCHEMA:
-                cursor.execute(self.q(statement))
-            for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0)):
-                cursor.execute(self.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"),
-                               (key, value))
+        """Create the tables of a new store at :data:`SCHEMA_VERSION`; leave an existing store's
+        tables alone (an older schema is refused by :meth:`check_schema`, not patched here)."""
+        with self.guard("read its tables"):
+            empty = "meta" not in self.tables()
+        if empty:
+            with self.transaction("create its tables") as cursor:
+                self.lock_schema(cursor)
+                for statement in SCHEMA:
+                    cursor.execute(self.q(statement))
+                for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0)):
+                    cursor.execute(self.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                                          "DO NOTHING"), (key, value))
         self.check_schema()
 
-    def check_schema(self) -> None:
+    def schema_version(self) -> int | None:
+        """The store's schema version; None for a store without tables (nothing written yet)."""
         with self.guard("read its schema version"):
+            if "meta" not in self.tables():
+                return None
             found = self._rows("SELECT value FROM meta WHERE key = 'schema_version'")
-        if not found or int(found[0][0]) > SCHEMA_VERSION:
-            raise FleetError(f"{self.where}: schema version {found[0][0] if found else '?'} is newer than this "
-                             f"acrelease understands ({SCHEMA_VERSION}); upgrade acrelease")
+        if not found:
+            raise FleetError(f"{self.where}: not a fleet store (no schema version in its meta table); "
+                             "name the right store with --fleet")
+        return int(found[0][0])
+
+    def check_schema(self) -> None:
+        found = self.schema_version()
+        if found is None:
+            raise FleetError(f"{self.where}: the fleet store has no tables; `acrelease serve` creates them")
+        if found > SCHEMA_VERSION:
+            raise FleetError(f"{self.where}: schema version {found} is newer than this acrelease understands "
+                             f"({SCHEMA_VERSION}); upgrade acrelease")
+        if found < SCHEMA_VERSION:
+            raise SchemaError(f"fleet store at {self.where} has schema {found}, this acrelease needs "
+                              f"{SCHEMA_VERSION}: run `acrelease fleet migrate --fleet {self.spec or self.where}`")
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply every step from the store's schema to :data:`SCHEMA_VERSION` in one transaction;
+        returns (from, to). Two migrations at once: the second finds nothing left to do."""
+        with self.transaction("migrate its schema") as cursor:
+            self.lock_schema(cursor)
+            if "meta" not in self.tables(cursor):
+                raise FleetError(f"{self.where}: no fleet store here to migrate (no tables); `acrelease serve` "
+                                 "creates a new one at the current schema")
+            cursor.execute(self.q("SELECT value FROM meta WHERE key = 'schema_version'"))
+            row = cursor.fetchone()
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise FleetError(f"{self.where}: schema version {found} is newer than this acrelease understands "
+                                 f"({SCHEMA_VERSION}); upgrade acrelease")
+            for step in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(step, ()):
+                    cursor.execute(self.q(statement))
+            cursor.execute(self.q("UPDATE meta SET value = ? WHERE key = 'schema_version'"), (SCHEMA_VERSION,))
+        return found, SCHEMA_VERSION
 
     # -- observations (servers) -----------------------------------------------------------------
 
@@ -199,6 +278,9 @@ class FleetStore(abc.ABC):
         were armed (the intent generation moved if any)."""
         if not batch:
             return 0
+        # Rows in MAC order: two hosts writing overlapping batches lock them in the same order, so
+        # PostgreSQL never has to abort one of them as a deadlock.
+        batch = sorted(batch, key=lambda o: o.mac)
         armed = 0
         with self.transaction("record observations") as cursor:
             known: dict[str, tuple[str | None, int]] = {}
@@ -530,12 +612,21 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def is_postgres(spec: str | None) -> bool:
+    return bool(spec) and str(spec).startswith(POSTGRES_SCHEMES)
+
+
 def open_store(spec: str | None, catalog: Path | None, *, create: bool = True) -> FleetStore:
-    """The store ``spec`` names (a path or a ``sqlite:`` URL), else ``<catalog>/.acrelease/fleet.sqlite3``.
+    """The store ``spec`` names (a path, a ``sqlite:`` URL or a ``postgresql://`` URL), else
+    ``<catalog>/.acrelease/fleet.sqlite3``.
 
     ``create=False`` (read commands) refuses a store that does not exist yet rather than creating
-    one, so that a command that only reads never leaves a file behind.
+    one, so that a command that only reads never leaves a file (or tables) behind.
     """
+    if spec is not None and is_postgres(spec):
+        from acrelease.fleet.postgres import PostgresStore
+
+        return PostgresStore.open(spec, create=create)
     from acrelease.fleet.sqlite import SQLiteStore
 
     path = store_path(spec, catalog)
@@ -547,9 +638,8 @@ def open_store(spec: str | None, catalog: Path | None, *, create: bool = True) -
 
 def store_path(spec: str | None, catalog: Path | None) -> Path:
     if spec:
-        if spec.startswith(("postgres://", "postgresql://")):
-            raise FleetError(f"--fleet {spec.split('@')[-1]}: PostgreSQL stores are not supported by this "
-                             "version yet; use a SQLite file path")
+        if spec.startswith(POSTGRES_SCHEMES):
+            raise FleetError(f"--fleet {spec.split('@')[-1]}: a PostgreSQL URL, not a file path")
         if spec.startswith("sqlite:"):
             spec = spec[len("sqlite:"):]
             if spec.startswith("//"):  # sqlite:///abs/path and sqlite://rel/path, as SQLAlchemy writes them
