@@ -13,7 +13,7 @@ import sys
 import typer
 
 from acrelease import __version__
-from acrelease.cli import auth, build, fleet, publish, releases, serve, status, template
+from acrelease.cli import auth, build, fleet, fleetstore, publish, releases, serve, status, template
 from acrelease.errors import AcreleaseError, BuildError, ManifestError
 
 app = typer.Typer(
@@ -39,7 +39,7 @@ def _root(
     """Release, publish and serve OTA firmware for ESP8266/ESP32 devices."""
 
 
-for group in (releases, build, publish, serve, fleet, status, auth, template):
+for group in (releases, build, publish, serve, fleet, fleetstore, status, auth, template):
     group.register(app)
 
 

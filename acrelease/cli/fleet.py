@@ -24,7 +24,8 @@ from acrelease.fleet.store import FleetStore, open_store
 from acrelease.server.device import normalise_mac
 from acrelease.versioning import parse_release_version
 
-FLEET_HELP = "The fleet store (env ACRELEASE_FLEET; default <catalog>/.acrelease/fleet.sqlite3)."
+FLEET_HELP = ("The fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB (env ACRELEASE_FLEET; "
+              "default <catalog>/.acrelease/fleet.sqlite3).")
 CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
 FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
 

@@ -45,6 +45,14 @@ def mask(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
+def require_driver(url: str) -> None:
+    """One line saying what to install when psycopg is missing."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise FleetError(f"--fleet {mask(url)}: PostgreSQL needs the psycopg driver; {INSTALL}") from None
+
+
 class PostgresStore(FleetStore):
     placeholder = "%s"
     tables_sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
@@ -57,11 +65,9 @@ class PostgresStore(FleetStore):
         self.where = self.spec = mask(url)
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> PostgresStore:
-        try:
-            import psycopg
-        except ImportError:
-            raise FleetError(f"--fleet {mask(url)}: PostgreSQL needs the psycopg driver; {INSTALL}") from None
+    def open(cls, url: str, *, create: bool = True, migrating: bool = False) -> PostgresStore:
+        require_driver(url)
+        import psycopg
         try:
             connection = psycopg.connect(
                 url, connect_timeout=CONNECT_TIMEOUT, application_name="acrelease",
@@ -75,22 +81,22 @@ class PostgresStore(FleetStore):
         store = cls(url, connection, (psycopg.Error, OSError))
         try:
             if create:
-                store.create_schema()
+                store.create_schema(migrating=migrating)
             else:
-                store.checked()
+                store.checked(migrating=migrating)
         except BaseException:
             store.close()
             raise
         return store
 
-    def checked(self) -> PostgresStore:
+    def checked(self, *, migrating: bool = False) -> PostgresStore:
         """A store that is only read: it must exist (have tables) and have the current schema."""
         with self.guard("read its tables"):
             empty = "meta" not in self.tables()
         if empty:
             raise FleetError(f"{self.where}: no fleet store yet (the database has no fleet tables); devices "
                              "appear once `acrelease serve --fleet URL` has answered their checks")
-        self.check_schema()
+        self.check_schema(migrating=migrating)
         return self
 
     def begin_write(self) -> None:

@@ -212,7 +212,7 @@ class FleetStore(abc.ABC):
         self.connection.commit()  # end the read transaction: never hold a snapshot between calls
         return rows
 
-    def create_schema(self) -> None:
+    def create_schema(self, *, migrating: bool = False) -> None:
         """Create the tables of a new store at :data:`SCHEMA_VERSION`; leave an existing store's
         tables alone (an older schema is refused by :meth:`check_schema`, not patched here)."""
         with self.guard("read its tables"):
@@ -225,7 +225,7 @@ class FleetStore(abc.ABC):
                 for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0)):
                     cursor.execute(self.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
                                           "DO NOTHING"), (key, value))
-        self.check_schema()
+        self.check_schema(migrating=migrating)
 
     def schema_version(self) -> int | None:
         """The store's schema version; None for a store without tables (nothing written yet)."""
@@ -238,14 +238,15 @@ class FleetStore(abc.ABC):
                              "name the right store with --fleet")
         return int(found[0][0])
 
-    def check_schema(self) -> None:
+    def check_schema(self, *, migrating: bool = False) -> None:
+        """Refuse a store this acrelease cannot use as it is; ``migrating`` accepts an older one."""
         found = self.schema_version()
         if found is None:
             raise FleetError(f"{self.where}: the fleet store has no tables; `acrelease serve` creates them")
         if found > SCHEMA_VERSION:
             raise FleetError(f"{self.where}: schema version {found} is newer than this acrelease understands "
                              f"({SCHEMA_VERSION}); upgrade acrelease")
-        if found < SCHEMA_VERSION:
+        if found < SCHEMA_VERSION and not migrating:
             raise SchemaError(f"fleet store at {self.where} has schema {found}, this acrelease needs "
                               f"{SCHEMA_VERSION}: run `acrelease fleet migrate --fleet {self.spec or self.where}`")
 
@@ -616,24 +617,26 @@ def is_postgres(spec: str | None) -> bool:
     return bool(spec) and str(spec).startswith(POSTGRES_SCHEMES)
 
 
-def open_store(spec: str | None, catalog: Path | None, *, create: bool = True) -> FleetStore:
+def open_store(spec: str | None, catalog: Path | None, *, create: bool = True,
+               migrating: bool = False) -> FleetStore:
     """The store ``spec`` names (a path, a ``sqlite:`` URL or a ``postgresql://`` URL), else
     ``<catalog>/.acrelease/fleet.sqlite3``.
 
     ``create=False`` (read commands) refuses a store that does not exist yet rather than creating
-    one, so that a command that only reads never leaves a file (or tables) behind.
+    one, so that a command that only reads never leaves a file (or tables) behind. ``migrating``
+    (``acrelease fleet migrate``) opens a store of an older schema instead of refusing it.
     """
     if spec is not None and is_postgres(spec):
         from acrelease.fleet.postgres import PostgresStore
 
-        return PostgresStore.open(spec, create=create)
+        return PostgresStore.open(spec, create=create, migrating=migrating)
     from acrelease.fleet.sqlite import SQLiteStore
 
     path = store_path(spec, catalog)
     if not create and not path.exists():
         raise FleetError(f"{path}: no fleet store yet; devices appear once `acrelease serve` has answered "
                          "their checks (or pass --fleet PATH)")
-    return SQLiteStore.open(path, create=create)
+    return SQLiteStore.open(path, create=create, migrating=migrating)
 
 
 def store_path(spec: str | None, catalog: Path | None) -> Path:
