@@ -76,8 +76,8 @@ class PgServer:
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "pg.log"), "-w", "-t", "30", "-o",
-                  f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                  "-c full_page_writes=off -c max_connections=200", "start")
+                  f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off "
+                  "-c max_connections=200", "start")
 
     def stop(self) -> None:
         """Immediately, as a crash or a pulled cable would (``-m immediate``)."""
