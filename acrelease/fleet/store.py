@@ -117,6 +117,11 @@ UPSERT_SEND = (
     "first_sent = CASE WHEN excluded.first_sent < sends.first_sent THEN excluded.first_sent ELSE sends.first_sent END,"
     " last_sent = CASE WHEN excluded.last_sent > sends.last_sent THEN excluded.last_sent ELSE sends.last_sent END"
 )
+# Column types of the rows record() writes in bulk (a driver may send them as one array per column).
+_DEVICE_TYPES = ("varchar", "text", "text", "text", "text", "varchar", "bigint", "bigint", "text", "text", "bigint",
+                 "bigint", "bigint")
+_EVENT_TYPES = ("varchar", "bigint", "integer", "varchar", "text", "text")
+_SEND_TYPES = ("varchar", "text", "text", "text", "bigint", "bigint", "bigint", "bigint")
 _ROLLOUT_COLUMNS = ("project, target, version, percent, state, stages, advance_at, min_updated, max_failures, "
                     "held_base, stage_started, created, updated")
 
@@ -204,6 +209,12 @@ class FleetStore(abc.ABC):
                 with contextlib.suppress(*self.errors):
                     self.connection.rollback()
                 raise
+
+    def write_rows(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]], types: Sequence[str],
+                   key: int = 0) -> None:
+        """Run ``sql`` (an ``INSERT ... VALUES (?, ...)``, maybe an upsert on the first ``key``
+        columns) for every row of ``rows``, whose columns have the SQL ``types``."""
+        cursor.executemany(self.q(sql), rows)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
@@ -307,12 +318,12 @@ class FleetStore(abc.ABC):
                     events.append((o.mac, event.at, seq, event.event, event.version, event.detail[:200]))
                 for version, count, first, last in o.sent:
                     sends.append((o.mac, o.project, o.target, version, count, count, first, last))
-            cursor.executemany(self.q(UPSERT_DEVICE), devices)
+            self.write_rows(cursor, UPSERT_DEVICE, devices, _DEVICE_TYPES, key=1)
             if events:
-                cursor.executemany(self.q("INSERT INTO events (mac, at, seq, event, version, detail) "
-                                          "VALUES (?, ?, ?, ?, ?, ?)"), events)
+                self.write_rows(cursor, "INSERT INTO events (mac, at, seq, event, version, detail) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", events, _EVENT_TYPES)
             if sends:
-                cursor.executemany(self.q(UPSERT_SEND), sends)
+                self.write_rows(cursor, UPSERT_SEND, sends, _SEND_TYPES, key=4)
                 senders = sorted({row[0] for row in sends})
                 now = now_ms()
                 for start in range(0, len(senders), _CHUNK):
