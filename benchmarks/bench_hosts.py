@@ -195,25 +195,33 @@ def download(root: Path, work: Path, seconds: int, connections: int, runs: int) 
         direct = f"        location /direct/ {{\n            alias {root.resolve()}/;\n            sendfile on;\n" \
                  "            tcp_nopush on;\n        }\n\n        location /_files/ {"
         conf = conf.replace("        location /_files/ {", direct, 1)
-        with _nginx_with(conf, front_work) as front:
+        with _nginx_with(conf, front_work) as (front, master):
+            workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
             base = f"http://127.0.0.1:{front}"
             headers = {**HEADERS, "x-ESP8266-version": "0.9.0", "x-ESP8266-STA-MAC": "DE:BA:7A:B1:E0:42"}
             for run in range(runs):  # interleaved: the machine is shared
                 for name, url in (("nginx", f"{base}/direct/demo/big1m/demo-big1m-1.0.0.bin"),
                                   ("accel", f"{base}/update/demo/big1m")):
+                    before = sum(cpu_seconds(pid) for pid in workers)
                     got = wrk(url, seconds, connections, headers)
+                    got["nginx_cpu_us_per_image"] = ((sum(cpu_seconds(pid) for pid in workers) - before)
+                                                     / max(got["requests"], 1) * 1e6)
                     results.setdefault(name, []).append(got)
                     print(f"download {name:6} run {run + 1}: {got['rate']:7.0f} images/s, "
-                          f"{got['bytes_per_s'] / (1 << 20):7.0f} MiB/s, errors {got['errors']}, "
+                          f"{got['bytes_per_s'] / (1 << 20):7.0f} MiB/s, nginx CPU "
+                          f"{got['nginx_cpu_us_per_image']:.0f} us/image, errors {got['errors']}, "
                           f"non-2xx/3xx {got['bad']}", flush=True)
     mean = {name: sum(r["rate"] for r in runs) / len(runs) for name, runs in results.items()}
+    cpu = {name: sum(r["nginx_cpu_us_per_image"] for r in runs) / len(runs) for name, runs in results.items()}
     results["ratio"] = mean["accel"] / mean["nginx"]
-    print(f"download: accel-redirect / nginx alone = {results['ratio']:.2f} (goal >= 0.95)", flush=True)
+    results["nginx_cpu_ratio"] = cpu["nginx"] / cpu["accel"]
+    print(f"download: accel-redirect / nginx alone = {results['ratio']:.2f} in images/s on this machine "
+          f"(goal >= 0.95), {results['nginx_cpu_ratio']:.2f} in images per nginx CPU second", flush=True)
     return results
 
 
 @contextmanager
-def _nginx_with(text: str, work: Path) -> Iterator[int]:
+def _nginx_with(text: str, work: Path) -> Iterator[tuple[int, int]]:
     """nginx.running() writes its own config; this one carries the extra plain location."""
     port = int(re.search(r"listen 127\.0\.0\.1:(\d+);", text).group(1))  # type: ignore[union-attr]
     conf = work / "bench.conf"
@@ -224,7 +232,7 @@ def _nginx_with(text: str, work: Path) -> Iterator[int]:
                                 f"error_log {work / 'error.log'};"], stdout=subprocess.DEVNULL)
     try:
         wait_listening(process, port, lambda: (work / "error.log").read_text(errors="replace"))
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
