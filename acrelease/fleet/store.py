@@ -218,8 +218,15 @@ class FleetStore(abc.ABC):
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
-        cursor.execute(self.q(sql), tuple(params))
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        try:
+            cursor.execute(self.q(sql), tuple(params))
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        except BaseException:
+            # PostgreSQL refuses every later statement of a transaction in which one failed (a
+            # statement timeout, say) until it is rolled back: end it here, or the store is stuck.
+            with contextlib.suppress(*self.errors):
+                self.connection.rollback()
+            raise
         self.connection.commit()  # end the read transaction: never hold a snapshot between calls
         return rows
 

@@ -129,6 +129,13 @@ def test_loop_breaker_arms_then_holds_once(store: FleetStore) -> None:
     assert not store.armed([mac])  # the count started again
 
 
+def test_a_failed_read_leaves_the_store_usable(store: FleetStore) -> None:
+    with pytest.raises(FleetError, match="cannot read"), store.guard("read"):
+        store._rows("SELECT no_such_column FROM devices")
+    store.record([obs()])
+    assert store.generation() == 0 and store.device("02:00:00:00:00:01") is not None
+
+
 def test_rollout_moves_are_compare_and_set(store: FleetStore) -> None:
     rollout = Rollout("demo", "d1mini", "1.1.0", 10, "rolling", (10, 50, 100))
     store.put_rollout(rollout)
