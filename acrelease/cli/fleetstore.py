@@ -45,6 +45,7 @@ def export(catalog: Path | None = CATALOG_OPTION, fleet: str | None = FLEET_OPTI
     """Write the whole fleet store to stdout as JSON lines (schema version first)."""
     store = open_store(fleet, resolve_catalog(catalog), create=False)
     try:
+        store.allow_long_statements()  # one SELECT per table, however large
         out = sys.stdout
         for line in transfer.export_lines(store):
             out.write(line)
@@ -72,6 +73,7 @@ def import_(
     rows = transfer.read_lines(text.splitlines(), where)  # a bad file is refused before the store is touched
     store = open_store(fleet, resolve_catalog(catalog), create=True)
     try:
+        store.allow_long_statements()
         written = transfer.import_rows(store, rows, replace=replace)
     finally:
         store.close()

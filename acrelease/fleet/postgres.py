@@ -117,6 +117,11 @@ class PostgresStore(FleetStore):
         arrays = f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)})"  # binary: no quoting
         cursor.execute(self.q(sql.replace(values, arrays)), [list(column) for column in zip(*rows, strict=True)])
 
+    def allow_long_statements(self) -> None:
+        with self.guard("lift its statement timeout"):
+            self.connection.execute("SET statement_timeout = 0")
+            self.connection.commit()
+
     def lock_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
 

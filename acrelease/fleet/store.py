@@ -158,6 +158,9 @@ class FleetStore(abc.ABC):
     def begin_write(self) -> None:
         """Start a transaction that will write (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``BEGIN``)."""
 
+    def allow_long_statements(self) -> None:  # noqa: B027 - a store without statement timeouts keeps this
+        """Lift the per-statement time limit for this connection (export and import of a whole store)."""
+
     def check(self) -> None:  # noqa: B027 - a store with nothing to check keeps this
         """Raise :class:`FleetError` when the store can no longer be written (deleted, read-only)."""
 
