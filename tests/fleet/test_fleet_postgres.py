@@ -135,7 +135,8 @@ def test_sqlite_to_postgresql_and_back_prints_the_same(tmp_path: Path, pg_url: s
     def outputs(spec: str) -> list[str]:
         base = ("--catalog", catalog, "--fleet", spec)
         return [cli("devices", *base, "--json"), cli("devices", *base), cli("device", mac_of(1), *base),
-                cli("device", mac_of(3), *base, "--json"), cli("rollout", *base), cli("rollout", *base, "--json")]
+                cli("device", mac_of(3), *base, "--json"), cli("rollout", *base), cli("rollout", *base, "--json"),
+                cli("status", *base), cli("status", *base, "--json")]
 
     reference = outputs(first)
     assert mac_of(1) in reference[1] and "held" in reference[1] and "12.5" in reference[4]
