@@ -113,6 +113,9 @@ class FleetReader:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._with_store, work)
 
     def _with_store(self, work: Callable[[FleetStore], T]) -> T:
+        if self._store is not None and not self._store.path_ok():  # a PostgreSQL connection that broke
+            self._store.close()
+            self._store = None
         if self._store is None:
             self._store = self.open_store()
         return work(self._store)

@@ -22,7 +22,7 @@ import typer
 import typer.main
 
 from acrelease import __version__
-from acrelease.cli import auth, build, common, fleet, importing, publish, releases, serve, status, template
+from acrelease.cli import auth, build, common, fleet, fleetstore, importing, publish, releases, serve, status, template
 from acrelease.errors import AcreleaseError, BuildError, ManifestError
 
 app = typer.Typer(
@@ -52,7 +52,7 @@ def _root(
     """Release, publish and serve OTA firmware for ESP8266/ESP32 devices."""
 
 
-for group in (releases, importing, build, publish, serve, fleet, status, auth, template):
+for group in (releases, importing, build, publish, serve, fleet, fleetstore, status, auth, template):
     group.register(app)
 
 

@@ -32,7 +32,8 @@ from acrelease.versioning import parse_release_version
 
 PROPAGATION = 1.0
 """Seconds within which running servers see an intent change (they poll the store's generation)."""
-FLEET_HELP = "The fleet store (env ACRELEASE_FLEET; default <catalog>/.acrelease/fleet.sqlite3)."
+FLEET_HELP = ("The fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB (env ACRELEASE_FLEET; "
+              "default <catalog>/.acrelease/fleet.sqlite3).")
 CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
 FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
 

@@ -64,7 +64,8 @@ def serve(
                                            help="Credentials file (`acrelease auth add`) for every admin route; "
                                            "required when --admin is not a loopback address."),
     fleet: str | None = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", rich_help_panel=FLEET,
-                                     help="Fleet store (SQLite file; default <catalog>/.acrelease/fleet.sqlite3)."),
+                                     help="Fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB "
+                                          "(default <catalog>/.acrelease/fleet.sqlite3)."),
     no_fleet: bool = typer.Option(False, "--no-fleet", rich_help_panel=FLEET,
                                   help="Record no devices and apply no rollouts, pins or assignments."),
     loop_limit: int = typer.Option(3, "--loop-limit", min=1, rich_help_panel=FLEET,

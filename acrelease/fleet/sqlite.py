@@ -23,14 +23,17 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class SQLiteStore(FleetStore):
+    tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         super().__init__(connection, (sqlite3.Error, OSError))
         self.path = path
         self.where = str(path)
+        self.spec = str(path)
         self._identity = _identity(path)
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> SQLiteStore:
+    def open(cls, path: Path, *, create: bool = True, migrating: bool = False) -> SQLiteStore:
         where = str(path)
         try:
             if create:  # a store that is only read (devices, rollout --json) may be read-only
@@ -45,17 +48,17 @@ class SQLiteStore(FleetStore):
         with store.guard("open it as a SQLite database"):
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not create:
-                return store.checked()
+                return store.checked(migrating=migrating)
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             connection.execute("PRAGMA synchronous = NORMAL")
             if mode is None or str(mode[0]).lower() != "wal":
                 raise FleetError(f"{where}: cannot switch the fleet store to WAL mode ({mode}); "
                                  "put it on a local file system")
-        store.create_schema()
+        store.create_schema(migrating=migrating)
         return store
 
-    def checked(self) -> SQLiteStore:
-        self.check_schema()
+    def checked(self, *, migrating: bool = False) -> SQLiteStore:
+        self.check_schema(migrating=migrating)
         return self
 
     def begin_write(self) -> None:

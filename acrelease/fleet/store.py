@@ -12,6 +12,10 @@ Rules that keep the SQL portable (SQLite >= 3.24 and PostgreSQL both run every s
 
 Every change of intent (pins, assignments, holds, retries, rollouts) bumps ``meta.generation`` in
 the same transaction; servers poll that one value and reload their :class:`FleetView` when it moves.
+
+The schema is versioned (``meta.schema_version``): a new store is created at :data:`SCHEMA_VERSION`
+with :data:`SCHEMA`; an older one is refused with :class:`SchemaError` until ``acrelease fleet
+migrate`` applies the steps of :data:`MIGRATIONS` in one transaction, never silently.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from acrelease.fleet.model import (
     now_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_DIR = ".acrelease"
 STORE_NAME = "fleet.sqlite3"
 KEEP_EVENTS = 100
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _CHUNK = 500  # parameters per IN (...) list: below SQLite's and PostgreSQL's limits
 
 SCHEMA = (
@@ -75,6 +80,20 @@ SCHEMA = (
     " updated BIGINT NOT NULL, PRIMARY KEY (project, target, version))",
 )
 
+TABLES = ("meta", "devices", "events", "sends", "holds", "pins", "assignments", "version_history", "rollouts")
+"""Every table, in the order ``acrelease fleet export`` writes them."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the dashboard's hourly version counts.
+    2: (next(s for s in SCHEMA if "version_history" in s),),
+}
+"""The statements that take a store from schema ``N - 1`` to ``N``, keyed by ``N``."""
+
+
+class SchemaError(FleetError):
+    """The store was written by an older acrelease: ``acrelease fleet migrate`` upgrades it."""
+
+
 _DEVICE_COLUMNS = ("mac, project, target, channel, version, sketch_md5, chip_size, free_space, sdk_version, "
                    "address, first_seen, last_seen, checks")
 _NEWER = "CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.{0} ELSE devices.{0} END"
@@ -98,6 +117,11 @@ UPSERT_SEND = (
     "first_sent = CASE WHEN excluded.first_sent < sends.first_sent THEN excluded.first_sent ELSE sends.first_sent END,"
     " last_sent = CASE WHEN excluded.last_sent > sends.last_sent THEN excluded.last_sent ELSE sends.last_sent END"
 )
+# Column types of the rows record() writes in bulk (a driver may send them as one array per column).
+_DEVICE_TYPES = ("varchar", "text", "text", "text", "text", "varchar", "bigint", "bigint", "text", "text", "bigint",
+                 "bigint", "bigint")
+_EVENT_TYPES = ("varchar", "bigint", "integer", "varchar", "text", "text")
+_SEND_TYPES = ("varchar", "text", "text", "text", "bigint", "bigint", "bigint", "bigint")
 _ROLLOUT_COLUMNS = ("project, target, version, percent, state, stages, advance_at, min_updated, max_failures, "
                     "held_base, stage_started, created, updated")
 
@@ -114,6 +138,11 @@ class FleetStore(abc.ABC):
 
     placeholder = "?"
     where: str = "fleet store"
+    spec: str = ""
+    """How ``--fleet`` names this store in advice (a path, or a URL with its password masked)."""
+    advice = "check that the file is writable, not corrupt, and the disk not full"
+    tables_sql: str
+    """Lists the store's tables (one column: the name)."""
 
     def __init__(self, connection: Any, errors: tuple[type[BaseException], ...]) -> None:
         self.connection = connection
@@ -128,6 +157,9 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def begin_write(self) -> None:
         """Start a transaction that will write (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``BEGIN``)."""
+
+    def allow_long_statements(self) -> None:  # noqa: B027 - a store without statement timeouts keeps this
+        """Lift the per-statement time limit for this connection (export and import of a whole store)."""
 
     def check(self) -> None:  # noqa: B027 - a store with nothing to check keeps this
         """Raise :class:`FleetError` when the store can no longer be written (deleted, read-only)."""
@@ -148,8 +180,22 @@ class FleetStore(abc.ABC):
         except FleetError:
             raise
         except self.errors as exc:
-            raise FleetError(f"{self.where}: cannot {doing} ({_one_line(exc)}); "
-                             "check that the file is writable, not corrupt, and the disk not full") from None
+            raise FleetError(f"{self.where}: cannot {doing} ({self.clean(_one_line(exc))}); {self.advice}") from None
+
+    def clean(self, text: str) -> str:
+        """A driver's message as it may be shown or logged (PostgreSQL: without the password)."""
+        return text
+
+    def tables(self, cursor: Any = None) -> set[str]:
+        """The names of the tables the store has (an empty store: none); in ``cursor``'s
+        transaction when given."""
+        if cursor is None:
+            return {str(name) for (name,) in self._rows(self.tables_sql)}
+        cursor.execute(self.tables_sql)
+        return {str(name) for (name,) in cursor.fetchall()}
+
+    def lock_schema(self, cursor: Any) -> None:  # noqa: B027 - SQLite's BEGIN IMMEDIATE already excludes
+        """Serialise schema changes between processes that open the store at once (in the transaction)."""
 
     @contextlib.contextmanager
     def transaction(self, doing: str, *, bump: bool = False) -> Iterator[Any]:
@@ -167,28 +213,83 @@ class FleetStore(abc.ABC):
                     self.connection.rollback()
                 raise
 
+    def write_rows(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]], types: Sequence[str],
+                   key: int = 0) -> None:
+        """Run ``sql`` (an ``INSERT ... VALUES (?, ...)``, maybe an upsert on the first ``key``
+        columns) for every row of ``rows``, whose columns have the SQL ``types``."""
+        cursor.executemany(self.q(sql), rows)
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
-        cursor.execute(self.q(sql), tuple(params))
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        try:
+            cursor.execute(self.q(sql), tuple(params))
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        except BaseException:
+            # PostgreSQL refuses every later statement of a transaction in which one failed (a
+            # statement timeout, say) until it is rolled back: end it here, or the store is stuck.
+            with contextlib.suppress(*self.errors):
+                self.connection.rollback()
+            raise
         self.connection.commit()  # end the read transaction: never hold a snapshot between calls
         return rows
 
-    def create_schema(self) -> None:
-        with self.transaction("create its tables") as cursor:
-            for statement in SCHEMA:
-                cursor.execute(self.q(statement))
-            for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0)):
-                cursor.execute(self.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"),
-                               (key, value))
-        self.check_schema()
+    def create_schema(self, *, migrating: bool = False) -> None:
+        """Create the tables of a new store at :data:`SCHEMA_VERSION`; leave an existing store's
+        tables alone (an older schema is refused by :meth:`check_schema`, not patched here)."""
+        with self.guard("read its tables"):
+            empty = "meta" not in self.tables()
+        if empty:
+            with self.transaction("create its tables") as cursor:
+                self.lock_schema(cursor)
+                for statement in SCHEMA:
+                    cursor.execute(self.q(statement))
+                for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0)):
+                    cursor.execute(self.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                                          "DO NOTHING"), (key, value))
+        self.check_schema(migrating=migrating)
 
-    def check_schema(self) -> None:
+    def schema_version(self) -> int | None:
+        """The store's schema version; None for a store without tables (nothing written yet)."""
         with self.guard("read its schema version"):
+            if "meta" not in self.tables():
+                return None
             found = self._rows("SELECT value FROM meta WHERE key = 'schema_version'")
-        if not found or int(found[0][0]) > SCHEMA_VERSION:
-            raise FleetError(f"{self.where}: schema version {found[0][0] if found else '?'} is newer than this "
-                             f"acrelease understands ({SCHEMA_VERSION}); upgrade acrelease")
+        if not found:
+            raise FleetError(f"{self.where}: not a fleet store (no schema version in its meta table); "
+                             "name the right store with --fleet")
+        return int(found[0][0])
+
+    def check_schema(self, *, migrating: bool = False) -> None:
+        """Refuse a store this acrelease cannot use as it is; ``migrating`` accepts an older one."""
+        found = self.schema_version()
+        if found is None:
+            raise FleetError(f"{self.where}: the fleet store has no tables; `acrelease serve` creates them")
+        if found > SCHEMA_VERSION:
+            raise FleetError(f"{self.where}: schema version {found} is newer than this acrelease understands "
+                             f"({SCHEMA_VERSION}); upgrade acrelease")
+        if found < SCHEMA_VERSION and not migrating:
+            raise SchemaError(f"fleet store at {self.where} has schema {found}, this acrelease needs "
+                              f"{SCHEMA_VERSION}: run `acrelease fleet migrate --fleet {self.spec or self.where}`")
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply every step from the store's schema to :data:`SCHEMA_VERSION` in one transaction;
+        returns (from, to). Two migrations at once: the second finds nothing left to do."""
+        with self.transaction("migrate its schema") as cursor:
+            self.lock_schema(cursor)
+            if "meta" not in self.tables(cursor):
+                raise FleetError(f"{self.where}: no fleet store here to migrate (no tables); `acrelease serve` "
+                                 "creates a new one at the current schema")
+            cursor.execute(self.q("SELECT value FROM meta WHERE key = 'schema_version'"))
+            row = cursor.fetchone()
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise FleetError(f"{self.where}: schema version {found} is newer than this acrelease understands "
+                                 f"({SCHEMA_VERSION}); upgrade acrelease")
+            for step in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(step, ()):
+                    cursor.execute(self.q(statement))
+            cursor.execute(self.q("UPDATE meta SET value = ? WHERE key = 'schema_version'"), (SCHEMA_VERSION,))
+        return found, SCHEMA_VERSION
 
     # -- observations (servers) -----------------------------------------------------------------
 
@@ -203,6 +304,10 @@ class FleetStore(abc.ABC):
         narrower write, and no lookup). Returns (holds armed, touches that found their device)."""
         if not batch and not touches:
             return 0, 0
+        # Rows in MAC order: two hosts writing overlapping batches lock them in the same order, so
+        # PostgreSQL never has to abort one of them as a deadlock.
+        batch = sorted(batch, key=lambda o: o.mac)
+        touches = sorted(touches, key=lambda t: t[3])
         armed = touched = 0
         with self.transaction("record observations") as cursor:
             if touches:
@@ -233,12 +338,12 @@ class FleetStore(abc.ABC):
                 for version, count, first, last in o.sent:
                     sends.append((o.mac, o.project, o.target, version, count, count, first, last))
             if devices:
-                cursor.executemany(self.q(UPSERT_DEVICE), devices)
+                self.write_rows(cursor, UPSERT_DEVICE, devices, _DEVICE_TYPES, key=1)
             if events:
-                cursor.executemany(self.q("INSERT INTO events (mac, at, seq, event, version, detail) "
-                                          "VALUES (?, ?, ?, ?, ?, ?)"), events)
+                self.write_rows(cursor, "INSERT INTO events (mac, at, seq, event, version, detail) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", events, _EVENT_TYPES)
             if sends:
-                cursor.executemany(self.q(UPSERT_SEND), sends)
+                self.write_rows(cursor, UPSERT_SEND, sends, _SEND_TYPES, key=4)
                 senders = sorted({row[0] for row in sends})
                 now = now_ms()
                 for start in range(0, len(senders), _CHUNK):
@@ -536,26 +641,36 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_store(spec: str | None, catalog: Path | None, *, create: bool = True) -> FleetStore:
-    """The store ``spec`` names (a path or a ``sqlite:`` URL), else ``<catalog>/.acrelease/fleet.sqlite3``.
+def is_postgres(spec: str | None) -> bool:
+    return bool(spec) and str(spec).startswith(POSTGRES_SCHEMES)
+
+
+def open_store(spec: str | None, catalog: Path | None, *, create: bool = True,
+               migrating: bool = False) -> FleetStore:
+    """The store ``spec`` names (a path, a ``sqlite:`` URL or a ``postgresql://`` URL), else
+    ``<catalog>/.acrelease/fleet.sqlite3``.
 
     ``create=False`` (read commands) refuses a store that does not exist yet rather than creating
-    one, so that a command that only reads never leaves a file behind.
+    one, so that a command that only reads never leaves a file (or tables) behind. ``migrating``
+    (``acrelease fleet migrate``) opens a store of an older schema instead of refusing it.
     """
+    if spec is not None and is_postgres(spec):
+        from acrelease.fleet.postgres import PostgresStore
+
+        return PostgresStore.open(spec, create=create, migrating=migrating)
     from acrelease.fleet.sqlite import SQLiteStore
 
     path = store_path(spec, catalog)
     if not create and not path.exists():
         raise FleetError(f"{path}: no fleet store yet; devices appear once `acrelease serve` has answered "
                          "their checks (or pass --fleet PATH)")
-    return SQLiteStore.open(path, create=create)
+    return SQLiteStore.open(path, create=create, migrating=migrating)
 
 
 def store_path(spec: str | None, catalog: Path | None) -> Path:
     if spec:
-        if spec.startswith(("postgres://", "postgresql://")):
-            raise FleetError(f"--fleet {spec.split('@')[-1]}: PostgreSQL stores are not supported by this "
-                             "version yet; use a SQLite file path")
+        if spec.startswith(POSTGRES_SCHEMES):
+            raise FleetError(f"--fleet {spec.split('@')[-1]}: a PostgreSQL URL, not a file path")
         if spec.startswith("sqlite:"):
             spec = spec[len("sqlite:"):]
             if spec.startswith("//"):  # sqlite:///abs/path and sqlite://rel/path, as SQLAlchemy writes them

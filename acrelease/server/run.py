@@ -31,7 +31,7 @@ from acrelease.access import AccessPolicy, Credentials, load_credentials
 from acrelease.admin.app import AdminApp
 from acrelease.admin.dashboard import Dashboard, FleetReader
 from acrelease.errors import CatalogError, FleetError, ServeError
-from acrelease.fleet.store import open_store, store_path
+from acrelease.fleet.store import SchemaError, is_postgres, open_store, store_path
 from acrelease.server import channels, logs, metrics
 from acrelease.server.app import UpdateApp, create_app
 from acrelease.server.catalog import Catalog, CatalogState
@@ -62,11 +62,7 @@ def serve(settings: ServerSettings) -> None:
     access = AccessPolicy.from_files(settings.auth_file, settings.allow_file, catalog_auth=settings.catalog_auth)
     admin_credentials = _admin_credentials(settings)
     decisions = logs.configure_logging(settings.log_level, settings.log_format)
-    if settings.fleet_enabled:
-        try:  # a --fleet this version cannot use is one line at start-up, before anything is bound
-            store_path(settings.fleet, settings.catalog)
-        except FleetError as exc:
-            raise ServeError(str(exc)) from None
+    _check_fleet_store(settings)
     sock = bind(settings.host, settings.port)  # a busy port is one line, nothing else
     try:
         admin_sock = bind(*settings.admin) if settings.admin else None
@@ -102,6 +98,25 @@ def serve(settings: ServerSettings) -> None:
             _close(shared)
     else:
         _prefork(settings, shared)
+
+
+def _check_fleet_store(settings: ServerSettings) -> None:
+    """Refuse to start on a fleet store this acrelease cannot use (an older schema, no PostgreSQL
+    driver). A store that does not exist yet or cannot be reached now is not a reason: workers
+    create it, or keep answering checks and retry (docs/architecture.md, "State")."""
+    if not settings.fleet_enabled:
+        return
+    if is_postgres(settings.fleet):
+        from acrelease.fleet.postgres import require_driver
+
+        require_driver(str(settings.fleet))
+    try:
+        store = open_store(settings.fleet, settings.catalog, create=False)
+    except SchemaError:
+        raise
+    except FleetError:
+        return
+    store.close()
 
 
 def _admin_credentials(settings: ServerSettings) -> Credentials | None:

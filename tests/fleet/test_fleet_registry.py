@@ -4,6 +4,7 @@ one store; a store made read-only or deleted under the server changes no answer.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -88,10 +89,15 @@ def test_a_broken_store_changes_no_answer(tmp_path: Path, damage: str) -> None:
         if damage == "read-only":
             for part in path.parent.iterdir():
                 os.chmod(part, 0o644)
-        # Kept in memory, written once the store works again (or into the new store).
-        assert wait_for(path.exists, timeout=10)  # the deleted store is created again
-        wanted = {d.mac for d in later}
-        assert wait_for(lambda: wanted <= {r["mac"] for r in listed(built.root)}, timeout=10)
+        # Kept in memory, written once the store works again (or into the new store). Wait for
+        # the later devices themselves (the first 200 already make 200 rows), through a listing
+        # that may fail while the deleted store is being created again.
+        def written() -> list[dict[str, Any]]:
+            done = clirun.run("devices", "--catalog", str(built.root), "--json")
+            got: list[dict[str, Any]] = json.loads(done.stdout) if done.returncode == 0 else []
+            return got if {d.mac for d in later} <= {r["mac"] for r in got} else []
+
+        assert wait_for(written, timeout=15), "the observations kept in memory were not written"
 
 
 def test_the_store_is_never_served(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
-"""The fleet store (SQLite) through its one interface: upserts where the newest observation wins,
-events, holds and rollouts decided by compare-and-set, the intent generation."""
+"""The fleet store through its one interface, on SQLite and on PostgreSQL (the same tests, one
+``store`` fixture with both): upserts where the newest observation wins, events, holds and
+rollouts decided by compare-and-set, the intent generation."""
 
 from __future__ import annotations
 
 import inspect
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,22 +25,33 @@ def obs(mac: str = "02:00:00:00:00:01", *, at: int = 1_000, version: str | None 
                        at, at, checks, sent, events)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> FleetStore:
-    return open_store(None, tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FleetStore]:
+    """A new store of each kind; PostgreSQL's in a database of its own (tests/pgserver.py)."""
+    opened = open_store(None if request.param == "sqlite" else request.getfixturevalue("pg_url"), tmp_path)
+    yield opened
+    opened.close()
 
 
-def test_default_path_and_schema_version(tmp_path: Path, store: FleetStore) -> None:
+def test_default_path_and_schema_version(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
     assert (tmp_path / ".acrelease" / "fleet.sqlite3").is_file()
-    assert store._rows("SELECT value FROM meta WHERE key = 'schema_version'") == [(1,)]
+    assert store._rows("SELECT value FROM meta WHERE key = 'schema_version'") == [(store_module.SCHEMA_VERSION,)]
+    assert store.generation() == 0
+
+
+def test_schema_version_and_generation(store: FleetStore) -> None:
+    assert store.schema_version() == store_module.SCHEMA_VERSION == 2
+    assert store.tables() >= set(store_module.TABLES)
     assert store.generation() == 0
 
 
 def test_store_spec_forms(tmp_path: Path) -> None:
     assert store_path(str(tmp_path / "f.db"), None) == tmp_path / "f.db"
     assert store_path(f"sqlite://{tmp_path}/f.db", None) == tmp_path / "f.db"
-    with pytest.raises(FleetError, match="PostgreSQL"):
+    with pytest.raises(FleetError, match="PostgreSQL URL, not a file path") as raised:
         store_path("postgresql://u:secret@db/fleet", None)
+    assert "secret" not in str(raised.value)
     with pytest.raises(FleetError, match="--catalog"):
         store_path(None, None)
 
@@ -114,6 +127,13 @@ def test_loop_breaker_arms_then_holds_once(store: FleetStore) -> None:
     assert store.held_on("demo", "d1mini", "1.1.0") == [] and not store.armed([mac])
     store.record([obs(at=9_000, sent=(("1.1.0", 1, 9_000, 9_000),))], loop_limit=3)
     assert not store.armed([mac])  # the count started again
+
+
+def test_a_failed_read_leaves_the_store_usable(store: FleetStore) -> None:
+    with pytest.raises(FleetError, match="cannot read"), store.guard("read"):
+        store._rows("SELECT no_such_column FROM devices")
+    store.record([obs()])
+    assert store.generation() == 0 and store.device("02:00:00:00:00:01") is not None
 
 
 def test_rollout_moves_are_compare_and_set(store: FleetStore) -> None:
