@@ -1,6 +1,6 @@
 """The update decision: what a device that asks gets. Pure: no I/O, no clock, no logging.
 
-:func:`decide` implements PROTOCOL.md section H on top of the clients' contract (section F) for
+:func:`decide` implements docs/protocol.md section H on top of the clients' contract (section F) for
 the version-aware endpoint ``/update/<project>/<target>``; :func:`decide_download` is the
 smaller rule set for a file a device names itself (AutoConnect's manual pick, H.2).
 Every decision carries a short human ``reason`` that the server writes into its log line.
@@ -20,10 +20,10 @@ from acrelease.fleet.model import DeviceIntent, Gates
 SKETCH_MODE = "sketch"
 VERSION_MODE = "version"
 FILESYSTEM_MODES = frozenset({"spiffs", "littlefs", "fatfs", "flashfs"})
-"""``x-ESP8266-mode: spiffs`` (also LittleFS) and the ESP32 ``updateFs`` family (PROTOCOL.md F.31)."""
+"""``x-ESP8266-mode: spiffs`` (also LittleFS) and the ESP32 ``updateFs`` family (docs/protocol.md F.31)."""
 
 # ESP8266 flash-size nibble (image byte 3, high 4 bits) -> bytes, as the core reads it
-# (PROTOCOL.md C.3, Esp.cpp magicFlashChipSize). Used by the catalog factory and tests.
+# (docs/protocol.md C.3, Esp.cpp magicFlashChipSize). Used by the catalog factory and tests.
 ESP8266_FLASH_NIBBLE: dict[int, int] = {
     0: 512 * 1024, 1: 256 * 1024, 2: 1 << 20, 3: 2 << 20, 4: 4 << 20, 8: 8 << 20, 9: 16 << 20,
 }
@@ -39,7 +39,7 @@ class DeviceFacts:
     arch: str | None = None
     """``ESP8266`` or ``ESP32`` (the ``x-<ARCH>-*`` family / User-Agent), ``None`` if not an ESP."""
     update_agent: bool = False
-    """User-Agent is ``ESP8266-http-Update`` or ``ESP32-http-Update`` (PROTOCOL.md F.26)."""
+    """User-Agent is ``ESP8266-http-Update`` or ``ESP32-http-Update`` (docs/protocol.md F.26)."""
     missing: tuple[str, ...] = ()
     """Mandatory ``x-<ARCH>-*`` headers that were not sent (F.26)."""
     mac: str | None = None
@@ -125,7 +125,7 @@ def target_arch(target: TargetIndex) -> str | None:
 class _Facts:
     """What decide() derives from one TargetIndex, computed once per target (targets are
     immutable snapshots, so this is a cache, not state): a version check is on every
-    device's hot path (issue 2, Performance)."""
+    device's hot path (docs/architecture.md, "The hot path")."""
 
     __slots__ = ("arch", "by_md5", "current", "pools", "target", "yanked")
 
@@ -321,7 +321,7 @@ def _decide_pinned(device: DeviceFacts, facts: _Facts, release: PublishedRelease
 
 def decide_download(device: DeviceFacts, target: TargetIndex, release: PublishedRelease,
                     artifact: Artifact) -> Decision:
-    """A device (AutoConnect) downloads a file it picked by name (PROTOCOL.md H.2).
+    """A device (AutoConnect) downloads a file it picked by name (docs/protocol.md H.2).
 
     Only applies when the request carries ESP update headers: the file is served unless it is
     for another chip family, does not fit, or the device's sketch MD5 shows it already runs it.
@@ -357,13 +357,13 @@ def _running_version(device: DeviceFacts, facts: _Facts) -> tuple[semver.Version
 def _misfit(device: DeviceFacts, artifact: Artifact, mode: str) -> Refuse | None:
     """H.5: do not send what the device will refuse after downloading it."""
     # free-space is the free *sketch* space; filesystem updates are bounded by the FS
-    # partition instead, which no header reports (PROTOCOL.md C.3, C.6, D.3).
+    # partition instead, which no header reports (docs/protocol.md C.3, C.6, D.3).
     if mode == SKETCH_MODE and device.free_space is not None and artifact.size > device.free_space:
         return Refuse(403, f"{artifact.name} is {artifact.size} bytes, free-space {device.free_space}", "space")
     if (mode == SKETCH_MODE and device.arch == "ESP8266" and device.chip_size is not None
             and artifact.flash_size is not None and not artifact.format.startswith("gzip")
             and artifact.flash_size > device.chip_size):
-        # PROTOCOL.md C.3 / F.18: -107 "New Binary Does Not Fit Flash Size".
+        # docs/protocol.md C.3 / F.18: -107 "New Binary Does Not Fit Flash Size".
         return Refuse(403, f"{artifact.name} declares {artifact.flash_size} bytes of flash, "
                            f"chip-size {device.chip_size}", "flash")
     return None

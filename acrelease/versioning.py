@@ -16,7 +16,7 @@ BUMPS: tuple[Bump, ...] = ("major", "minor", "patch", "prerelease")
 
 MAX_VERSION_LENGTH = 40
 """Longest version text a release may carry: it ends up in file names that AutoConnect's
-256-byte JSON pool must hold (PROTOCOL.md F.10)."""
+256-byte JSON pool must hold (docs/protocol.md F.10)."""
 
 FIRST_VERSION = semver.Version(0, 1, 0)
 
@@ -41,7 +41,7 @@ def parse_device_version(text: str | None) -> semver.Version | None:
 
     Lenient on purpose: ``v1.2.3`` and surrounding blanks are accepted; anything that is not a
     semantic version (``1.2``, ``1.2.3.4``, ``abc``, ``""``) is *unknown*, never an error
-    (PROTOCOL.md H.3).
+    (docs/protocol.md H.3).
     """
     if not text:
         return None

@@ -1,7 +1,7 @@
 """The fleet scenario: checks from 100,000 distinct devices with 100,000 already registered.
 
 ``wrk`` runs a Lua script that gives every request another ``x-ESP8266-STA-MAC`` (rotating over
-100,000 MACs), with the rest of the ESP8266 header set of PROTOCOL.md G, answered 304. Measured
+100,000 MACs), with the rest of the ESP8266 header set of docs/protocol.md G, answered 304. Measured
 side by side, interleaved, on the same catalog: ``acrelease serve`` (recording every check into
 the fleet store, 100,000 devices registered beforehand), ``acrelease serve --no-fleet``, and nginx
 (``return 304``). Server pinned to core 0, wrk to core 1, as in ``bench_serve.py`` (whose helpers

@@ -1,5 +1,5 @@
 """acrelease.access: password hashes, the Basic header parser, the cached check, reloads,
-the MAC allowlist and the access decision (issue 4, "Access control")."""
+the MAC allowlist and the access decision (docs/operations.md, "Access files")."""
 
 from __future__ import annotations
 
@@ -390,7 +390,7 @@ def test_allowlist_gates_updates_and_downloads_not_the_catalog(allow_file: Path)
 
 
 def test_catalog_can_be_opened_for_autoconnect(creds_file: Path) -> None:
-    # AutoConnect's catalog request never carries Authorization (PROTOCOL.md A.2).
+    # AutoConnect's catalog request never carries Authorization (docs/protocol.md A.2).
     policy = access.AccessPolicy(access.load_credentials(creds_file), catalog_auth=False)
     assert policy.check("catalog", None, None).allowed
     assert policy.check("download", None, None).status == 401

@@ -1,4 +1,4 @@
-"""``acrelease auth``: add/remove/list through the command group (issue 4, "Access control")."""
+"""``acrelease auth``: add/remove/list through the command group (docs/operations.md, "Access files")."""
 
 from __future__ import annotations
 

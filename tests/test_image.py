@@ -232,7 +232,7 @@ def test_esp8266_gzip() -> None:
         "esp8266",
         len(data),
     )
-    assert info.flash_size is None  # the client skips its size check for gzip (PROTOCOL.md C.4)
+    assert info.flash_size is None  # the client skips its size check for gzip (docs/protocol.md C.4)
     assert info.servable
     assert contains_version(data, "1.2.3") and not contains_version(data, "1.2.4")
 

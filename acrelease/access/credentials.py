@@ -4,7 +4,7 @@ File format: UTF-8 text, one ``user:<hash>`` per line (hash format: :mod:`.passw
 lines and ``#`` comment lines ignored. A user name is 1-64 characters, no ``:``, no whitespace,
 no control characters, not starting with ``#``.
 
-The request path must not pay the slow hash (issue 4: a fleet re-presents the same header on
+The request path must not pay the slow hash (a fleet re-presents the same header on
 every check). :meth:`Credentials.check` therefore keys a cache on a keyed BLAKE2b digest of the
 exact header bytes (per-process random key; the raw header and password are never stored):
 

@@ -99,7 +99,7 @@ def parse_basic(value: str | bytes | None) -> tuple[str, bytes] | None:
     """``Basic <base64(user:password)>`` -> ``(user, password bytes)``; ``None`` for anything else.
 
     Never raises. Strict on purpose: scheme ``Basic`` (any case, RFC 7617), one token of
-    canonical base64 (ESP8266/ESP32 ``setAuthorization`` send exactly that, PROTOCOL.md C.2,
+    canonical base64 (ESP8266/ESP32 ``setAuthorization`` send exactly that, docs/protocol.md C.2,
     D.2), UTF-8 inside, a colon, a non-empty user, at most :data:`MAX_HEADER` bytes overall.
     """
     if value is None or len(value) > MAX_HEADER:

@@ -1,8 +1,8 @@
-"""The access decision for one request: credentials first, then the MAC allowlist (issue 4).
+"""The access decision for one request: credentials first, then the MAC allowlist.
 
 * Credentials (when configured) are required on every route that can reveal firmware: the
   update endpoint, downloads and the AutoConnect catalog. Missing or wrong -> 401 with
-  ``WWW-Authenticate: Basic realm="acrelease"`` (ESP8266 reports -108, ESP32 -104; PROTOCOL.md F.25).
+  ``WWW-Authenticate: Basic realm="acrelease"`` (ESP8266 reports -108, ESP32 -104; docs/protocol.md F.25).
 * The allowlist (when configured) applies to updates and downloads: a MAC not on it, or no
   usable MAC, -> 403 (F.25, F.32). The catalog request carries no MAC (A.2): credentials only.
 * Caveat: AutoConnect's catalog request is made by a local ``HTTPClient`` in ``_onCatalog`` that

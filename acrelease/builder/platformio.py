@@ -87,7 +87,7 @@ class PioProject:
         return self.dir_option("data_dir", self.path / "data")
 
     def build_dir(self, environ: Mapping[str, str]) -> Path:
-        """Where ``pio run`` writes, in PlatformIO's own order (TESTING.md section 1):
+        """Where ``pio run`` writes, in PlatformIO's own order (docs/testing.md section 1):
         ``PLATFORMIO_BUILD_DIR``, ``[platformio] build_dir``, workspace dir + ``/build``
         (``workspace_dir`` or ``PLATFORMIO_WORKSPACE_DIR``), then ``<project>/.pio/build``."""
         if environ.get("PLATFORMIO_BUILD_DIR"):

@@ -2,7 +2,7 @@
 
 A published file lives at ``<project>/<target>/<project>-<target>-<version><suffix>``. The
 directory part is exactly the ``path=`` an AutoConnect device asks the catalog for, and the
-file name is what it joins onto that path to download (PROTOCOL.md A.3), so the names are
+file name is what it joins onto that path to download (docs/protocol.md A.3), so the names are
 kept short enough for AutoConnect's 256-byte JSON pool (F.10).
 """
 

@@ -2,7 +2,7 @@
 
 Nothing here prints or touches the disk; problems a user can cause raise :class:`ImageError`
 with one line (what and what to do); the caller adds *where*. Format facts (all from the ESP
-image format as documented by Espressif and the Arduino cores, PROTOCOL.md C and D):
+image format as documented by Espressif and the Arduino cores, docs/protocol.md C and D):
 
 * An image starts with ``E9 <segments> <flash mode> <size<<4 | freq> <entry u32>``. ESP32-family
   images add a 16-byte extended header (``chip_id`` u16 at 12, ``hash_appended`` at 23).
@@ -11,7 +11,7 @@ image format as documented by Espressif and the Arduino cores, PROTOCOL.md C and
   the SHA-256 of everything before it.
 * The ESP8266 Arduino ``.bin`` is eboot at 0, padded to 0x1000, then the sketch's image; the
   core patches a length + CRC into it afterwards, so that app's checksum is stale *by design*.
-* ESP8266 signed images are ``image <signature> <u32 LE signature length>`` (PROTOCOL.md C.4);
+* ESP8266 signed images are ``image <signature> <u32 LE signature length>`` (docs/protocol.md C.4);
   gzip images start ``1F 8B`` and only the ESP8266 client accepts them ([REQ] 18).
 """
 
@@ -76,7 +76,7 @@ def inspect_image(data: bytes) -> ImageInfo:
         format=container.format,
         layout=body.layout,
         size=len(data),
-        # For gzip the client skips its flash-size check (PROTOCOL.md C.4), so none is declared.
+        # For gzip the client skips its flash-size check (docs/protocol.md C.4), so none is declared.
         flash_size=None if gzip else FLASH_SIZES[chip.arch].get(size_freq >> 4),
         flash_mode=FLASH_MODES.get(mode),
         flash_freq=FLASH_FREQS.get(chip.key, ESP32_FREQS).get(size_freq & 0xF),

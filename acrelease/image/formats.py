@@ -20,7 +20,7 @@ ESP8266 = next(chip for chip in CHIPS if chip.image_chip_id is None)
 FLASH_MODES = {0: "qio", 1: "qout", 2: "dio", 3: "dout", 4: "fast_read", 5: "slow_read"}
 MIB = 1024 * 1024
 # Header size nibble -> bytes. ESP8266: the update client's own table (Esp.cpp magicFlashChipSize,
-# PROTOCOL.md [REQ] 18): 5 and 6 ("-c1" layouts) map to nothing there, so to None here.
+# docs/protocol.md F.18): 5 and 6 ("-c1" layouts) map to nothing there, so to None here.
 FLASH_SIZES: dict[str, dict[int, int]] = {
     "ESP8266": {0: MIB // 2, 1: MIB // 4, 2: MIB, 3: 2 * MIB, 4: 4 * MIB, 8: 8 * MIB, 9: 16 * MIB},
     "ESP32": {n: MIB << n for n in range(8)},

@@ -1,18 +1,18 @@
 """The update server as a plain ASGI app: ``create_app(settings)``.
 
-Routes (issue 2):
+Routes (docs/protocol.md H):
 
 * ``GET|HEAD /update/<project>/<target>[?channel=C]``: version-aware endpoint (policy.decide); a
   channel no release of the target is on is answered as stable and warned about once;
 * ``GET /_catalog?op=list&path=P``: AutoConnect catalog (any user agent);
 * ``GET|HEAD /<project>/<target>/<file>``: download of a published file (any user agent),
-  looked up in the index, never mapped onto the filesystem by string (DESIGN.md 8).
+  looked up in the index, never mapped onto the filesystem by string (docs/architecture.md, practice 8).
 
 While the catalog folder holds no index, the catalog and download routes serve the folder as
 AutoConnect's updateserver.py did (``server/plain.py``); ``/update/`` never looks at it.
 
 Every decision is logged in one line: device MAC (or ``-``), source address, method and path,
-status and reason (PROTOCOL.md H.5, H.7). No answer ever carries a filesystem path, and no
+status and reason (docs/protocol.md H.5, H.7). No answer ever carries a filesystem path, and no
 client input leads to a 500.
 """
 
@@ -173,7 +173,7 @@ class UpdateApp:
         if self.metrics is not None:
             scope[STARTED] = time.perf_counter()
         if method != "GET" and method != "HEAD":
-            # The server exposes no write endpoint (issue 4).
+            # The server exposes no write endpoint (docs/protocol.md H).
             await _simple(send, 405, method, extra=[ALLOW])
             self._log(scope, None, 405, "method not allowed")
             return
@@ -428,7 +428,7 @@ class UpdateApp:
     # -- access control ---------------------------------------------------------------------------
 
     async def _admitted(self, scope: Scope, send: Send, route: RouteKind, device: DeviceFacts | None) -> bool:
-        """Credentials and allowlist (issue 4), checked before any lookup so that a stranger cannot
+        """Credentials and allowlist, checked before any lookup so that a stranger cannot
         learn from 404s which projects or files exist. Answers 401/403/503 itself when refused."""
         if not self.access.enabled:
             return True
@@ -444,7 +444,7 @@ class UpdateApp:
 
     def _log(self, scope: Scope, device: DeviceFacts | None, status: int, reason: str,
              decision: Decision | None = None) -> None:
-        """One line per decision (PROTOCOL.md H.5, H.7), formatted by the sink, off the hot path;
+        """One line per decision (docs/protocol.md H.5, H.7), formatted by the sink, off the hot path;
         and the answer counted for ``/metrics`` when the admin listener is on."""
         if self.metrics is not None:
             self.metrics.answered(scope["path"], status, scope.get(KIND), decision, scope[STARTED])

@@ -1,10 +1,10 @@
 """The serving side of the catalog: a verified snapshot of ``index.json``, its files held in memory.
 
-* ``index.json`` is the only thing trusted (DESIGN.md 8): a file the index does not name is
+* ``index.json`` is the only thing trusted (docs/architecture.md, practice 8): a file the index does not name is
   never served, and a URL is never mapped onto the filesystem by string.
 * Each named file is verified once, off the event loop: a regular file whose real path lies
   under the catalog root's real path (a symlink out is refused), whose size, SHA-256 and MD5
-  equal the index. A file that fails is logged loudly and answered 404 (issue 4).
+  equal the index. A file that fails is logged loudly and answered 404 (docs/protocol.md H.5).
 * Each verified file is held as one private, read-only copy of the bytes that were hashed, shared
   by all requests (memory is flat in the number of clients) and, for the catalog loaded before
   ``--workers`` fork, by all workers (copy-on-write pages that nobody writes). Not an ``mmap``
@@ -201,7 +201,7 @@ class Catalog:
             return None, "not a relative catalog path"
         real = os.path.realpath(os.path.join(self._root_real, relative))
         if not real.startswith(self._root_real + os.sep):
-            return None, "resolves outside the catalog (symlink or '..')"  # issue 4: symlinks out
+            return None, "resolves outside the catalog (symlink or '..')"  # symlinks out (docs/protocol.md F.34)
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:

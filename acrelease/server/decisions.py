@@ -1,5 +1,5 @@
 """The decision log: one line per answer, naming the device's MAC (or ``-``), the source
-address, method and path, status and reason (PROTOCOL.md H.5, H.7).
+address, method and path, status and reason (docs/protocol.md H.5, H.7).
 
 The app hands over a :class:`Decision` record, cheap to build; the line is formatted by the
 sink. By default that is the ``acrelease.server`` logger at INFO; ``serve`` installs a batched

@@ -1,6 +1,6 @@
 """DeviceFacts from request headers: what an ESP update client says about itself.
 
-Never raises on client input. Rules (PROTOCOL.md C.2, D.2, F.6, F.26, F.32, H.7):
+Never raises on client input. Rules (docs/protocol.md C.2, D.2, F.6, F.26, F.32, H.7):
 
 * header names match case-insensitively;
 * the family (``ESP8266``/``ESP32``) comes from the User-Agent (``ESP8266-http-Update``,
@@ -55,7 +55,7 @@ def device_facts(headers: Iterable[tuple[bytes, bytes]]) -> DeviceFacts:
 
     Names are expected lower-case, as the ASGI specification requires of servers (our HTTP/1
     front end and httpx/uvicorn/granian all comply); that is what makes matching them
-    case-insensitive (PROTOCOL.md F.6).
+    case-insensitive (docs/protocol.md F.6).
     """
     pairs = headers if isinstance(headers, list) else list(headers)
     found = dict(pairs)

@@ -1,9 +1,9 @@
 """A strict, pure parser for HTTP/1.x request heads (RFC 9112 sections 2-3, 5-6).
 
 Bytes in, :class:`Request` or :class:`HeadError` out; never raises on client input. It accepts
-what the ESP clients send (PROTOCOL.md F.1): ``HTTP/1.0`` + ``Connection: close``,
-``HTTP/1.1`` keep-alive, ``Content-Length: 0`` on a GET (F.1.2), and a request-target
-*without* a leading slash (``GET bin/fw.bin HTTP/1.0``, F.1.3), which it maps like
+what the ESP clients send (docs/protocol.md F.1-F.3): ``HTTP/1.0`` + ``Connection: close``,
+``HTTP/1.1`` keep-alive, ``Content-Length: 0`` on a GET (F.2), and a request-target
+*without* a leading slash (``GET bin/fw.bin HTTP/1.0``, F.3), which it maps like
 ``/bin/fw.bin``. Absolute-form targets (``http://host/path``) are mapped to their path.
 """
 
@@ -59,7 +59,7 @@ def parse_head(head: bytes, *, max_target: int = 8192, max_lines: int = 100) -> 
         return HeadError(400, "malformed request line")
     method_b, target, major, minor = match.groups()
     if len(target) > max_target:
-        return HeadError(414, "request-target too long")  # before any routing (issue 4)
+        return HeadError(414, "request-target too long")  # before any routing
     if major != b"1":
         return HeadError(505, "HTTP version not supported")
     version = "1.1" if minor != b"0" else "1.0"
@@ -137,5 +137,5 @@ def _split_target(target: bytes) -> tuple[bytes, str, bytes] | HeadError:
     except UnicodeDecodeError:
         return HeadError(400, "request-target is not UTF-8")
     if not path.startswith("/"):
-        path = "/" + path  # AutoConnect's relative uri (PROTOCOL.md F.1.3)
+        path = "/" + path  # AutoConnect's relative uri (docs/protocol.md F.3)
     return raw_path, path, query

@@ -1,8 +1,8 @@
 """acrelease's HTTP/1.x front end: an ``asyncio.Protocol`` (on uvloop) that runs an ASGI app.
 
 Why our own: the production servers' parsers reject ``GET bin/fw.bin HTTP/1.0`` (a target
-without a leading slash), which AutoConnect sends (PROTOCOL.md F.1.3), and a lean protocol is
-what keeps ``Connection: close`` version checks at nginx's rate (brief, "Server facts").
+without a leading slash), which AutoConnect sends (docs/protocol.md F.3), and a lean protocol is
+what keeps ``Connection: close`` version checks at nginx's rate (docs/architecture.md, "The hot path").
 
 * Request heads are parsed by :mod:`acrelease.server.h1parse` (strict); limits: request-target
   -> 414, head size or line count -> 431, no complete head in time -> 408, a body -> 413,

@@ -2,7 +2,7 @@
 
 This is the *cache* 304 (``If-None-Match`` against the strong ETag, which is the stored
 SHA-256), kept apart from the update policy's 304 (``acrelease.policy``) on purpose
-(DESIGN.md 7): one says "your cached copy is current", the other "your device is current".
+(docs/architecture.md, practice 7): one says "your cached copy is current", the other "your device is current".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The AutoConnect catalog answer: ``/_catalog?op=list&path=P`` (PROTOCOL.md A.2, F.7-F.15, H.8).
+"""The AutoConnect catalog answer: ``/_catalog?op=list&path=P`` (docs/protocol.md A.2, F.7-F.15, H.8).
 
 Releases that are not stable (another channel, or a pre-release version) are marked in the
 ``date`` AutoConnect shows next to each image: ``2026-11-27 (beta, pre-release)``.

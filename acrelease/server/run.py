@@ -174,7 +174,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def print_urls(settings: ServerSettings, state: CatalogState, port: int, out: TextIO | None = None) -> None:
-    """Tell the operator what to put into sketches (issue 2: README set-up prints these)."""
+    """Tell the operator what to put into sketches (the README's set-up shows them)."""
     out = out or sys.stdout
     host, port = _public_host(settings, port)
     scheme = "https" if settings.tls_cert else "http"

@@ -20,7 +20,7 @@ class ServerSettings:
     public_url: str | None = None
     """How devices reach this server (``http://ota.lan:8000``), for the URLs printed at start."""
 
-    # Limits of the HTTP/1.x front end (issue 4 defaults).
+    # Limits of the HTTP/1.x front end (docs/operations.md, "Limits").
     max_target_bytes: int = 8 * 1024
     """Longer request-target -> 414, before any routing."""
     max_header_bytes: int = 16 * 1024
@@ -32,7 +32,7 @@ class ServerSettings:
     keep_alive_timeout: float = 15.0
     """Idle HTTP/1.1 connection closed after this many seconds."""
     send_timeout: float = 60.0
-    """A client that reads nothing of a response for this long is dropped (PROTOCOL.md F.4)."""
+    """A client that reads nothing of a response for this long is dropped (docs/protocol.md F.4)."""
     shutdown_grace: float = 10.0
     """On SIGTERM/SIGINT, running responses get this long to finish."""
 
@@ -47,7 +47,7 @@ class ServerSettings:
     tls_key: Path | None = None
     """PEM private key of ``tls_cert`` (omit if the certificate file holds it)."""
 
-    # Access control (issue 4).
+    # Access control (docs/operations.md, "Access files").
     auth_file: Path | None = None
     """Credentials file (``acrelease auth add``): HTTP Basic required on update, download, catalog."""
     allow_file: Path | None = None

@@ -1,6 +1,6 @@
 """Real ``pio`` runs, offline, against the local platform in ``tests/pio_platform``.
 
-PlatformIO cannot reach its registry here (TESTING.md section 1), so each test session gets
+PlatformIO cannot reach its registry here (docs/testing.md section 1), so each test session gets
 its own ``PLATFORMIO_CORE_DIR`` holding the one core package ``pio run`` needs, ``tool-scons``,
 made from the pip-installed SCons. Projects name the platform as ``file://<abs path>``; PlatformIO
 copies it into that core dir on first use, so edits to the platform are seen by the next

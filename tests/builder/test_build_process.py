@@ -16,7 +16,7 @@ from acrelease.errors import BuildError
 from tests.builder.piohelpers import ProjectFactory
 
 # What `pio run` printed here for `platform = espressif8266` with the registry unreachable:
-# one minute of silence after "Installing", then the error (TESTING.md section 1).
+# one minute of silence after "Installing", then the error (docs/testing.md section 1).
 CAPTURED_UNREACHABLE = """\
 Processing d1 (platform: espressif8266; board: d1_mini; framework: arduino)
 --------------------------------------------------------------------------------

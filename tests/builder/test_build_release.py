@@ -135,7 +135,7 @@ def test_build_dir_from_the_ini(make_project: ProjectFactory) -> None:
 
 
 def test_build_dir_resolution_order(tmp_path: Path) -> None:
-    """TESTING.md section 1: env var, build_dir, workspace dir + /build, .pio/build."""
+    """docs/testing.md section 1: env var, build_dir, workspace dir + /build, .pio/build."""
     bare = platformio.PioProject(tmp_path, {}, ())
     assert bare.build_dir({}) == tmp_path / ".pio" / "build"
     assert bare.build_dir({"PLATFORMIO_WORKSPACE_DIR": "ws"}) == tmp_path / "ws" / "build"

@@ -47,7 +47,7 @@ def _installed() -> bool:
                     reason="PlatformIO is not installed: pip install platformio")
 @pytest.mark.skipif(not (_installed() or registry_reachable(timeout=3)),
                     reason="needs PlatformIO's registry to install espressif8266 and its xtensa toolchain "
-                           "(unreachable here: TESTING.md section 1)")
+                           "(unreachable here: docs/testing.md section 1)")
 def test_real_espressif8266_build_carries_the_version(tmp_path: Path) -> None:
     project = tmp_path / "realdemo"
     (project / "src").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Issue 3's "done when", as a user runs it: a fresh PlatformIO project, `acrelease init --platformio`,
+"""The PlatformIO flow end to end, as a user runs it: a fresh PlatformIO project, `acrelease init --platformio`,
 `acrelease build --bump minor` (twice), `acrelease publish`, `acrelease serve`; then a device reporting the
 previous version gets the new image and a device reporting the new version gets 304. Real `pio`, real
 processes, a real socket."""

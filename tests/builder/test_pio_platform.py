@@ -46,7 +46,7 @@ def test_without_the_define_the_fallback_is_compiled_in(make_project: ProjectFac
 
 
 def test_quotes_lost_in_the_flag_fail_like_a_compiler(make_project: ProjectFactory) -> None:
-    """TESTING.md: `-D FW_VERSION="1.2.3"` loses its quotes; a real compile then fails."""
+    """docs/testing.md section 1: `-D FW_VERSION="1.2.3"` loses its quotes; a real compile then fails."""
     project = make_project()
     done = pio(project, "-e", "esp32dev", flags='-D FW_VERSION="1.2.3"')
     assert done.returncode != 0

@@ -1,5 +1,5 @@
 """Simulated fleets on real sockets: thousands of devices with distinct MACs (locally administered,
-``02:...``), each check a fresh HTTP/1.0 connection with the ESP8266 header set of PROTOCOL.md G,
+``02:...``), each check a fresh HTTP/1.0 connection with the ESP8266 header set of docs/protocol.md G,
 from its own loopback source address where asked (docs/testing.md, "A fleet on one machine")."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Reply:
     body: bytes
 
     def checked(self) -> Reply:
-        """What the device itself checks (PROTOCOL.md C.3): exact length and x-MD5 of a 200."""
+        """What the device itself checks (docs/protocol.md C.3): exact length and x-MD5 of a 200."""
         if self.status == 200 and self.body:
             assert int(self.headers["content-length"]) == len(self.body)
             assert self.headers["x-md5"] == hashlib.md5(self.body).hexdigest()

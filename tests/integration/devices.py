@@ -1,6 +1,6 @@
 """Play the stock OTA clients over raw sockets, byte for byte, and check answers as they do.
 
-Requests follow PROTOCOL.md G (ESP8266, observed on the wire), D.2 (ESP32 new and old cores) and
+Requests follow docs/protocol.md G (ESP8266, observed on the wire), D.2 (ESP32 new and old cores) and
 A.2/A.3 (AutoConnect catalog and download). The checks follow C.3/D.3: status line starts with
 ``HTTP/1.``, exact Content-Length > 0, x-MD5 one 32-lower-hex header equal to md5(body), first
 byte 0xE9 (or 0x1F for ESP8266 gzip), 304 without a body.
@@ -29,7 +29,7 @@ class Answer:
 
 def esp8266_request(host: str, path: str, *, version: str | None, mode: str = "sketch",
                     md5: str = "a43ad019932b627ab90ee35a94a764ee") -> bytes:
-    """ESP8266HTTPUpdate (PROTOCOL.md G): HTTP/1.0, Connection: close, Content-Length: 0 last."""
+    """ESP8266HTTPUpdate (docs/protocol.md G): HTTP/1.0, Connection: close, Content-Length: 0 last."""
     lines = [
         f"GET {path} HTTP/1.0", f"Host: {host}", "User-Agent: ESP8266-http-Update", "Connection: close",
         "x-ESP8266-Chip-ID: 15602487", f"x-ESP8266-STA-MAC: {MAC}", f"x-ESP8266-AP-MAC: {MAC}",
@@ -44,7 +44,7 @@ def esp8266_request(host: str, path: str, *, version: str | None, mode: str = "s
 
 def esp32_request(host: str, path: str, *, version: str | None, new_core: bool = True,
                   md5: str | None = None) -> bytes:
-    """arduino-esp32 HTTPUpdate (PROTOCOL.md D.2): HTTP/1.0, no Content-Length; old cores send no
+    """arduino-esp32 HTTPUpdate (docs/protocol.md D.2): HTTP/1.0, no Content-Length; old cores send no
     BASE-MAC and no sketch-md5."""
     lines = [f"GET {path} HTTP/1.0", f"Host: {host}", "User-Agent: ESP32-http-Update", "Connection: close",
              "Cache-Control: no-cache"]
@@ -63,7 +63,7 @@ def esp32_request(host: str, path: str, *, version: str | None, new_core: bool =
 
 
 def autoconnect_catalog_request(host: str, path: str) -> bytes:
-    """AutoConnect's catalog request on ESP8266 (PROTOCOL.md A.2), exactly."""
+    """AutoConnect's catalog request on ESP8266 (docs/protocol.md A.2), exactly."""
     return (f"GET /_catalog?op=list&path={path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ESP8266HTTPClient\r\n"
             "Accept-Encoding: identity;q=1,chunked;q=0.1,*;q=0\r\nConnection: keep-alive\r\n"
             "Content-Length: 0\r\n\r\n").encode()

@@ -1,4 +1,4 @@
-"""A real ``acrelease`` update server process for the issue-4 proofs (hostile input, faults, load).
+"""A real ``acrelease`` update server process for the proofs in tests/integration (hostile input, faults, load).
 
 ``acrelease serve`` has flags for the front end's limits (``--head-timeout``, ``--max-target``, ...)
 and ``--max-downloads``, but none for two settings these proofs also change: the catalog's
@@ -59,7 +59,7 @@ class Served:
         return self.log_path.read_text(errors="replace")
 
     def check(self, path: str = "/update/demo/d1mini", version: str | None = "1.1.0") -> Answer:
-        """One ESP8266 check on a fresh connection (PROTOCOL.md G)."""
+        """One ESP8266 check on a fresh connection (docs/protocol.md G)."""
         return exchange(self.port, esp8266_request(self.host, path, version=version))[0]
 
     def alive(self) -> bool:

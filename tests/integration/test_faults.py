@@ -1,9 +1,9 @@
-"""Issue 4, "Faults, with nothing lost": a real ``acrelease`` server process while the catalog
+"""Faults, with nothing lost: a real ``acrelease`` server process while the catalog
 changes under it: publishes during 200 concurrent downloads (``acrelease publish``, its own process), an
 index corrupted by hand, files deleted, truncated or overwritten behind the server's back.
 
 The invariant checked everywhere: every complete 200 carries a body whose MD5 is its ``x-MD5``
-and whose length is its ``Content-Length`` (what the device verifies, PROTOCOL.md F.16-F.19).
+and whose length is its ``Content-Length`` (what the device verifies, docs/protocol.md F.16-F.19).
 """
 
 from __future__ import annotations

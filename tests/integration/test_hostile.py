@@ -1,4 +1,4 @@
-"""Issue 4, "Hostile input": a real ``acrelease`` server process, raw sockets, a real catalog with
+"""Hostile input: a real ``acrelease`` server process, raw sockets, a real catalog with
 symlinks planted in it, and canary files outside it.
 
 What is proved: no request-target (traversal, encodings, backslashes, NUL, absolute paths and
@@ -268,7 +268,7 @@ def test_published_file_swapped_for_a_symlink_while_serving(tmp_path: Path) -> N
 
 def device_head(*, replace: dict[str, str | None] | None = None, extra: list[bytes] | None = None,
                 version: str | None = "1.0.0") -> bytes:
-    """The real ESP8266 head (PROTOCOL.md G) with some header values replaced (None: dropped)
+    """The real ESP8266 head (docs/protocol.md G) with some header values replaced (None: dropped)
     and raw lines added before the final Content-Length."""
     lines = esp8266_request("x", "/update/demo/d1mini", version=version).split(b"\r\n")[:-2]
     out: list[bytes] = []

@@ -174,7 +174,7 @@ def test_serve_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_stalled_connections_do_not_block_a_check(server: Server) -> None:
-    # Issue 4 groundwork: 300 clients that send half a head and stall hold nothing up.
+    # 300 clients that send half a head and stall hold nothing up.
     stalled = []
     try:
         for i in range(300):

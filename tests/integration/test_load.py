@@ -1,4 +1,4 @@
-"""Issue 4, "Load and stalled clients": a real ``acrelease`` server process under 500 stalled
+"""Load and stalled clients: a real ``acrelease`` server process under 500 stalled
 connections, a thundering herd of 2,000 fresh-connection checks, and a device that reads slowly.
 
 Latencies are measured and printed, never asserted (team rule: no timing assertions); what is
@@ -111,7 +111,7 @@ def test_500_stalled_connections_do_not_hold_up_a_check(tmp_path: Path) -> None:
 
         asyncio.run(asyncio.wait_for(scenario(), timeout=20))
     print(f"\nversion check beside 500 stalled connections: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} checks (issue 4 goal: < 100 ms); "
+          f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} checks (goal: < 100 ms); "
           f"stalled clients' outcome: {dict(outcomes)}")
     assert outcomes == {"HTTP/1.1 408": 500}
 

@@ -1,4 +1,4 @@
-"""The front end's limits are configurable from `acrelease serve` (issue 4), on a real process."""
+"""The front end's limits are configurable from `acrelease serve` (docs/operations.md, "Limits"), on a real process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTPS and device credentials on a real ``acrelease serve`` process (issue 4)."""
+"""HTTPS and device credentials on a real ``acrelease serve`` process (docs/operations.md, "TLS")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The header sets the stock clients send (PROTOCOL.md C.2, D.2, G), for tests."""
+"""The header sets the stock clients send (docs/protocol.md C.2, D.2, G), for tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ MAC = "DE:BA:7A:B1:E0:42"
 
 def esp8266(version: str | None = None, *, mode: str = "sketch", md5: str = "a43ad019932b627ab90ee35a94a764ee",
             free: int | str = 4194304, chip_size: int | str = 4194304) -> dict[str, str]:
-    """ESP8266HTTPUpdate's headers in wire order (PROTOCOL.md G); version only if given."""
+    """ESP8266HTTPUpdate's headers in wire order (docs/protocol.md G); version only if given."""
     headers = {
         "User-Agent": "ESP8266-http-Update",
         "x-ESP8266-Chip-ID": "15602487",
@@ -28,7 +28,7 @@ def esp8266(version: str | None = None, *, mode: str = "sketch", md5: str = "a43
 
 def esp32(version: str | None = None, *, mode: str = "sketch", md5: str | None = None, new_core: bool = True,
           free: int = 1966080) -> dict[str, str]:
-    """arduino-esp32 HTTPUpdate's headers (PROTOCOL.md D.2); old cores send no BASE-MAC and no
+    """arduino-esp32 HTTPUpdate's headers (docs/protocol.md D.2); old cores send no BASE-MAC and no
     sketch-md5."""
     headers = {"User-Agent": "ESP32-http-Update", "Cache-Control": "no-cache"}
     if new_core:

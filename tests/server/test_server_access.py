@@ -1,4 +1,4 @@
-"""Access control in the app (issue 4): credentials on every route that can reveal firmware,
+"""Access control in the app (docs/operations.md, "Access files"): credentials on every route that can reveal firmware,
 the MAC allowlist on updates and downloads, refusals before any lookup, no secret in the log."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PASSWORD = "s3cret-Pa55"
 
 
 def basic(user: str, password: str) -> dict[str, str]:
-    """What ESPhttpUpdate.setAuthorization(user, password) sends (PROTOCOL.md C.2)."""
+    """What ESPhttpUpdate.setAuthorization(user, password) sends (docs/protocol.md C.2)."""
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 

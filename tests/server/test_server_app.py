@@ -22,7 +22,7 @@ DEV = "/update/demo/esp32dev"
 
 
 def check_image(response: httpx.Response, version: str, *, esp32_family: bool = False) -> None:
-    """What the device checks (PROTOCOL.md F.16-F.21)."""
+    """What the device checks (docs/protocol.md F.16-F.21)."""
     assert response.status_code == 200
     body = response.content
     assert int(response.headers["content-length"]) == len(body) > 0
@@ -281,7 +281,7 @@ def test_fuzz_never_500(app: UpdateApp, method: str, path: str, query: bytes,
 
 
 async def test_max_downloads_answers_503_and_checks_keep_flowing(built: CatalogBuilder) -> None:
-    """Issue 4: beyond --max-downloads concurrent transfers a download gets 503 + Retry-After;
+    """Beyond --max-downloads concurrent transfers a download gets 503 + Retry-After;
     a version check (304, no body) is never held back."""
     from acrelease.server.app import create_app
     from acrelease.server.settings import ServerSettings

@@ -45,11 +45,11 @@ def test_parse_esp8266_request() -> None:
     assert request.method == "GET" and request.path == "/update/demo/d1mini" and request.http_version == "1.0"
     assert not request.keep_alive
     assert (b"x-esp8266-version", b"1.0.0") in request.headers  # names lower-cased
-    assert (b"content-length", b"0") in request.headers  # F.1.2
+    assert (b"content-length", b"0") in request.headers  # F.2
 
 
 @pytest.mark.parametrize(("target", "path", "raw", "query"), [
-    (b"bin/fw.bin", "/bin/fw.bin", b"bin/fw.bin", b""),  # AutoConnect, F.1.3
+    (b"bin/fw.bin", "/bin/fw.bin", b"bin/fw.bin", b""),  # AutoConnect, F.3
     (b"/_catalog?op=list&path=.", "/_catalog", b"/_catalog", b"op=list&path=."),
     (b"http://ota.lan:8000/update/a/b?channel=beta", "/update/a/b", b"/update/a/b", b"channel=beta"),
     (b"HTTP://ota.lan", "/", b"/", b""),

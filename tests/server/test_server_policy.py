@@ -1,4 +1,4 @@
-"""acrelease.policy.decide / decide_download: PROTOCOL.md section H and issue 2's rules."""
+"""acrelease.policy.decide / decide_download: docs/protocol.md section H."""
 
 from __future__ import annotations
 

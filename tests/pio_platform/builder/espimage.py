@@ -143,7 +143,7 @@ def esp32_image(
     header = struct.pack("<BBBBI", MAGIC, 3, FLASH_MODES[flash_mode], size_freq, layout.entry)
     # wp pin, 3 drive bytes, chip id, min rev, min/max rev (full), 4 reserved, hash appended
     header += struct.pack("<B3sHBHH4sB", 0xEE, b"\0\0\0", layout.chip_id, 0, 0, 0xFFFF, b"\0" * 4, 1)
-    # The descriptor's version is the core's, never the sketch's (DESIGN.md field facts).
+    # The descriptor's version is the core's, never the sketch's (docs/architecture.md, "Field facts").
     desc = _app_desc("arduino-lib-builder", "esp-idf: v5.1.4", build_time[0], build_time[1], "v5.1.4", seed)
     image = _finish(
         header,
