@@ -117,7 +117,8 @@ def acrelease(*args: str) -> Launcher:
     ``PYTHONPATH``), with ``args`` after catalog, port and bind; ``{credentials}`` and ``{workdir}`` are filled in."""
     def launch(setup: Setup) -> list[Proc]:
         port = free_port()
-        extra = [fill(a, credentials=setup.credentials, workdir=setup.workdir) for a in args]
+        extra = [fill(a, credentials=setup.credentials, workdir=setup.workdir,
+                      admin=f"127.0.0.1:{free_port()}" if "{admin}" in a else "") for a in args]
         return [Proc(clirun.command("serve", "--catalog", str(setup.catalog), "--port", str(port),
                                     "--bind", "127.0.0.1", *extra), clirun.environment(), port)]
     return launch
@@ -185,8 +186,15 @@ class Server:
 
 SERVERS = [
     Server("nginx", nginx(), compare=()),
-    # The default log level (INFO) writes one line per decision, as `acrelease serve` does out of the box.
-    Server("acrelease", acrelease("--log", "INFO")),
+    # The default log level (INFO) writes one line per decision, and the fleet registry records every check, as
+    # `acrelease serve` does out of the box. wrk is one device re-sent the same image: no loop breaker here.
+    Server("acrelease", acrelease("--log", "INFO", "--loop-limit", "1000000000"),
+           compare=("nginx", "acrelease-nofleet")),
+    Server("acrelease-nofleet", acrelease("--log", "INFO", "--no-fleet"), flag="fleet", only=("check",),
+           help="also acrelease with --no-fleet (the fleet registry's cost: recording on vs off)"),
+    Server("acrelease-admin", acrelease("--log", "INFO", "--loop-limit", "1000000000", "--admin", "{admin}"),
+           flag="admin", only=("check",), compare=("acrelease", "nginx"),
+           help="also acrelease with --admin (metrics counted on every request)"),
     Server("acrelease-quiet", acrelease("--log", "WARNING"), flag="quiet",
            help="also acrelease with --log WARNING (no decision lines); the goals use the default"),
     Server("acrelease-auth", acrelease("--log", "INFO", "--auth", "{credentials}"), flag="auth", only=("check",),
@@ -256,6 +264,10 @@ GOALS = [
     Goal("1 MiB downloads >= 0.9x nginx (c=50)", "download", 50, "acrelease", "nginx", "rate", at_least=0.9),
     Goal("checks with --auth within 20% of without (c=50)", "check", 50, "acrelease-auth", "acrelease", "rate",
          at_least=0.8),
+    Goal("checks with --admin within 5% of without (c=50)", "check", 50, "acrelease-admin", "acrelease", "rate",
+         at_least=0.95),
+    Goal("checks recording devices >= 0.9x --no-fleet (c=50)", "check", 50, "acrelease", "acrelease-nofleet",
+         "rate", at_least=0.9),
 ]
 RSS_GOAL_MIB = 150
 

@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import semver
 import typer
@@ -23,7 +22,8 @@ from acrelease.catalog.store import publish as publish_releases
 from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, console, print_json, resolve_catalog
 from acrelease.errors import AcreleaseError, FleetError
 from acrelease.fleet import rollouts
-from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, RolloutStatus, TargetKey, iso
+from acrelease.fleet.model import DEVICE_STATES, RolloutStatus, TargetKey, iso
+from acrelease.fleet.report import device_json, event_json, rollout_json
 from acrelease.fleet.states import Classifier, device_state
 from acrelease.fleet.store import FleetStore, open_store
 from acrelease.manifest import Manifest
@@ -79,17 +79,6 @@ def _target_key(text: str, index: CatalogIndex | None = None) -> TargetKey:
     raise FleetError(f"--target {text}: write it as PROJECT/TARGET (e.g. demo/d1mini)")
 
 
-def _device_json(row: DeviceRow, state: str) -> dict[str, Any]:
-    return {"mac": row.mac, "target": f"{row.project}/{row.target}", "channel": row.assigned or row.channel,
-            "version": row.version, "sketch_md5": row.sketch_md5, "address": row.address,
-            "first_seen": iso(row.first_seen), "last_seen": iso(row.last_seen), "checks": row.checks,
-            "pinned": row.pinned, "state": state}
-
-
-def _event_json(event: Event) -> dict[str, Any]:
-    return {"at": iso(event.at), "event": event.event, "version": event.version, "detail": event.detail}
-
-
 # -- devices, device --------------------------------------------------------------------------------
 
 def devices(
@@ -110,7 +99,7 @@ def devices(
     classify = Classifier(index, view).state
     listed = [(row, s) for row in rows if (s := classify(row)) == state or state is None]
     if as_json:
-        objects = [_device_json(row, s) for row, s in listed]
+        objects = [device_json(row, s) for row, s in listed]
         if len(objects) > 1000:
             # Large fleets in one call of the C encoder (indent= falls back to the pure-Python one):
             # 100,000 devices list within the 3 s the issue asks for.
@@ -149,9 +138,9 @@ def device(
         events = store.events(key)
     state = device_state(row, index, view)
     if as_json:
-        print_json({**_device_json(row, state), "events": [_event_json(e) for e in events]})
+        print_json({**device_json(row, state), "events": [event_json(e) for e in events]})
         return
-    for name, value in _device_json(row, state).items():
+    for name, value in device_json(row, state).items():
         console.print(f"{name + ':':12} {value if value is not None else '-'}")
     if row.held:
         console.print(f"{'held on:':12} {', '.join(row.held)}")
@@ -334,15 +323,9 @@ def rollout_targets(index: CatalogIndex, version: str, target: str | None) -> li
     return keys
 
 
-def status_json(status: RolloutStatus) -> dict[str, Any]:
-    r = status.rollout
-    return {"version": r.version, "target": f"{r.project}/{r.target}", "percent": r.percent, "state": r.state,
-            "sent": status.sent, "updated": status.updated, "held": status.held}
-
-
 def _print_rollouts(statuses: list[RolloutStatus], as_json: bool) -> None:
     if as_json:
-        print_json([status_json(s) for s in statuses])
+        print_json([rollout_json(s) for s in statuses])
         return
     if not statuses:
         console.print("No rollouts")

@@ -11,7 +11,7 @@ from typing import Any
 
 from acrelease.catalog.index import CatalogIndex
 from acrelease.fleet.model import DEVICE_STATES, DeviceRow, Event, FleetView, RolloutStatus, iso
-from acrelease.fleet.states import device_state
+from acrelease.fleet.states import Classifier
 
 UNKNOWN_VERSION = "unknown"
 """How a device that reports no version is counted in ``versions``."""
@@ -50,7 +50,8 @@ class FleetReport:
 
 def build_report(rows: Iterable[DeviceRow], view: FleetView, index: CatalogIndex,
                  rollouts: Sequence[RolloutStatus]) -> FleetReport:
-    devices = tuple(device_json(row, device_state(row, index, view)) for row in rows)
+    classify = Classifier(index, view).state  # one state per distinct situation, not per device
+    devices = tuple(device_json(row, classify(row)) for row in rows)
     return FleetReport(devices, tuple(rollouts), index.generation)
 
 
