@@ -187,14 +187,9 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE,
     """
     if intent is not None or gates is not None:
         return _decide_fleet(device, target, channel, intent, gates)
-    if device.arch is None or not device.update_agent:
-        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
-    if device.missing:
-        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")  # F.26
-    facts = _facts(target)
-    if facts.arch != device.arch:
-        # H.4: never serve another chip family's image.
-        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
+    facts = _client_facts(device, target)
+    if isinstance(facts, Refuse):
+        return facts
     mode = device.mode or SKETCH_MODE
     if mode == VERSION_MODE:
         pool = facts.pool(channel, False)
@@ -209,19 +204,37 @@ def decide(device: DeviceFacts, target: TargetIndex, channel: str = STABLE,
     if not pool:
         what = "filesystem image" if filesystem else "firmware"
         return NoUpdate(f"no {what} published on channel {channel!r}")
-    newest = pool[0]
+    return _against_newest(device, facts, pool[0], filesystem, mode)
+
+
+def _client_facts(device: DeviceFacts, target: TargetIndex) -> _Facts | Refuse:
+    """The target's facts, or why this client gets nothing at all: not an ESP update client, missing
+    headers (F.26), or the other chip family (H.4: never serve another family's image)."""
+    if device.arch is None or not device.update_agent:
+        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")
+    if device.missing:
+        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")
+    facts = _facts(target)
+    if facts.arch != device.arch:
+        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
+    return facts
+
+
+def _against_newest(device: DeviceFacts, facts: _Facts, newest: PublishedRelease, filesystem: bool,
+                    mode: str) -> Decision:
+    """304 when the device runs ``newest`` or later (H.1), else its image if it fits (H.5); a device
+    on a yanked release is rolled back; no usable version is never a 304 by itself (H.2, H.3, F.28)."""
     artifact = newest.filesystem if filesystem else newest.firmware
-    assert artifact is not None  # filtered above
+    assert artifact is not None  # the pools hold only releases that have it
     running, how = _running_version(device, facts)
     if running is not None:
         if facts.yanked and any(running == v for v in facts.yanked):
             reason = "running a yanked release: rollback"
         elif facts.at_least(running, newest.version):
-            return _CURRENT[how]  # H.1
+            return _CURRENT[how]
         else:
             reason = f"{how} older"
     else:
-        # H.2/H.3 and F.28: no usable version is never a 304 by itself.
         reason = "running version unknown"
     refusal = _misfit(device, artifact, mode)
     if refusal is not None:
@@ -234,14 +247,10 @@ def _decide_fleet(device: DeviceFacts, target: TargetIndex, channel: str, intent
     """:func:`decide` for a device the operator said something about, or a target under a rollout:
     an assigned channel replaces the URL's; a pin is served whatever the device runs (downgrades
     included); releases the device is held on, and releases of a rollout it is not (yet) in,
-    are treated as if they did not exist (docs/architecture.md, "State")."""
-    if device.arch is None or not device.update_agent:
-        return Refuse(403, "not an ESP update client (User-Agent)", "user-agent")  # F.26
-    if device.missing:
-        return Refuse(403, "missing headers: " + ", ".join(device.missing), "headers")  # F.26
-    facts = _facts(target)
-    if facts.arch != device.arch:
-        return Refuse(403, f"{device.arch} device asked for a {target.chip} target", "chip")
+    are treated as if they did not exist (docs/architecture.md, "Where state lives")."""
+    facts = _client_facts(device, target)
+    if isinstance(facts, Refuse):
+        return facts
     if intent is not None and intent.channel is not None:
         channel = intent.channel
     mode = device.mode or SKETCH_MODE
@@ -259,23 +268,7 @@ def _decide_fleet(device: DeviceFacts, target: TargetIndex, channel: str, intent
     if not pool:
         what = "filesystem image" if filesystem else "firmware"
         return NoUpdate(f"no {what} for this device on channel {channel!r} (rollout or hold)")
-    newest = pool[0]
-    artifact = newest.filesystem if filesystem else newest.firmware
-    assert artifact is not None  # filtered by pool()
-    running, how = _running_version(device, facts)
-    if running is not None:
-        if facts.yanked and any(running == v for v in facts.yanked):
-            reason = "running a yanked release: rollback"
-        elif facts.at_least(running, newest.version):
-            return _CURRENT[how]
-        else:
-            reason = f"{how} older"
-    else:
-        reason = "running version unknown"
-    refusal = _misfit(device, artifact, mode)
-    if refusal is not None:
-        return refusal
-    return Offer(newest, artifact, reason)
+    return _against_newest(device, facts, pool[0], filesystem, mode)
 
 
 def admitted(pool: list[PublishedRelease], target: TargetIndex, mac: str | None, intent: DeviceIntent | None,
