@@ -31,6 +31,7 @@ from acrelease.access import AccessPolicy, Credentials, load_credentials
 from acrelease.admin.app import AdminApp
 from acrelease.admin.dashboard import Dashboard, FleetReader
 from acrelease.errors import CatalogError, FleetError, ServeError
+from acrelease.fleet.postgres import mask
 from acrelease.fleet.store import SchemaError, is_postgres, open_store, store_path
 from acrelease.server import channels, logs, metrics
 from acrelease.server.app import UpdateApp, create_app
@@ -110,6 +111,11 @@ def _check_fleet_store(settings: ServerSettings) -> None:
         from acrelease.fleet.postgres import require_driver
 
         require_driver(str(settings.fleet))
+    else:
+        try:  # a --fleet path this version cannot use is one line at start-up, before anything is bound
+            store_path(settings.fleet, settings.catalog)
+        except FleetError as exc:
+            raise ServeError(str(exc)) from None
     try:
         store = open_store(settings.fleet, settings.catalog, create=False)
     except SchemaError:
@@ -214,7 +220,9 @@ def print_fleet(settings: ServerSettings, out: TextIO | None = None) -> None:
     if not settings.fleet_enabled:
         print("\nfleet registry: off (--no-fleet); no devices recorded, no rollouts, pins or assignments", file=out)
     else:
-        where = str(store_path(settings.fleet, settings.catalog))  # checked by serve() before binding
+        spec = settings.fleet
+        # Checked by serve() before binding; a URL is shown without its password.
+        where = mask(spec) if spec and is_postgres(spec) else str(store_path(spec, settings.catalog))
         print(f"\nfleet registry: {where} (acrelease devices --catalog {settings.catalog})", file=out)
     out.flush()
 

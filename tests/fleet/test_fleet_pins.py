@@ -95,10 +95,8 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: list[str
 
 def test_serve_says_where_it_records_and_refuses_an_unusable_store(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "catalog")
-    done = clirun.run("serve", "--catalog", str(built.root), "--fleet", "postgresql://u:secret@db/fleet",
-                      "--port", "0", "--bind", "127.0.0.1")
-    assert done.returncode == 8 and done.stderr.count("\n") == 1 and "secret" not in done.stderr
-    assert "PostgreSQL" in done.stderr
+    done = clirun.run("serve", "--catalog", str(built.root), "--fleet", "sqlite:", "--port", "0", "--bind", "127.0.0.1")
+    assert done.returncode == 8 and done.stderr.count("\n") == 1 and "--fleet: empty path" in done.stderr
     process, port = start_cli(built.root)
     check_all(port, [Device(mac_of(1), "1.1.0")])  # answered: serving, its signal handlers are in place
     code, out, _ = stop_cli(process)
