@@ -159,12 +159,7 @@ def plan_target(path: Path, name: str, changes: Mapping[str, str | bool | None],
     if unknown:
         raise ValueError(f"not target fields: {sorted(unknown)}")
     doc = _read_document(path)
-    targets = doc.get("targets")
-    if targets is None:
-        targets = tomlkit.aot()
-        doc["targets"] = targets
-    if not isinstance(targets, AoT | list):
-        raise ManifestError(f"{path}: targets: expected an array of tables ([[targets]])")
+    targets = _array_of_tables(doc, "targets", path)
     index, table = next(((i, t) for i, t in enumerate(targets) if t.get("name") == name), (len(targets), None))
     if create and table is not None:
         raise ManifestError(f'{path}: targets[{index}]: a target named "{name}" already exists; '
@@ -187,15 +182,20 @@ def plan_target(path: Path, name: str, changes: Mapping[str, str | bool | None],
     return prepare(path, doc, blame)
 
 
+def _array_of_tables(doc: tomlkit.TOMLDocument, key: str, path: Path) -> AoT | list[Any]:
+    """``doc[key]`` as the ``[[key]]`` array it must be, created empty when the manifest has none."""
+    found = doc.get(key)
+    if found is None:
+        found = doc[key] = tomlkit.aot()
+    if not isinstance(found, AoT | list):
+        raise ManifestError(f"{path}: {key}: expected an array of tables ([[{key}]])")
+    return found
+
+
 def add_targets(path: Path, targets: Sequence[Target]) -> None:
     """Append ``targets`` (new names, already validated) to ``[[targets]]``; nothing else changes."""
     doc = _read_document(path)
-    existing = doc.get("targets")
-    if existing is None:
-        existing = tomlkit.aot()
-        doc["targets"] = existing
-    if not isinstance(existing, AoT | list):
-        raise ManifestError(f"{path}: targets: expected an array of tables ([[targets]])")
+    existing = _array_of_tables(doc, "targets", path)
     for target in targets:
         existing.append(_target_table(target))
     prepare(path, doc).write()
@@ -228,12 +228,7 @@ def plan_release(path: Path, release: Release, new: Mapping[str, Iterable[Artifa
     given its chip, validated as one. ``blame`` maps keys of the release entry (``channel``,
     ``notes``, ``artifacts.T.firmware.file``) to what the user gave for them."""
     doc = _read_document(path)
-    releases = doc.get("releases")
-    if releases is None:
-        releases = tomlkit.aot()
-        doc["releases"] = releases
-    if not isinstance(releases, AoT | list):
-        raise ManifestError(f"{path}: releases: expected an array of tables ([[releases]])")
+    releases = _array_of_tables(doc, "releases", path)
     index, entry = next(((i, r) for i, r in enumerate(releases) if _same_version(r.get("version"), release.version)),
                         (len(releases), None))
     if entry is None:
