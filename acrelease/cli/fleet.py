@@ -48,7 +48,7 @@ def _mac(text: str) -> str:
     return mac
 
 
-def _index(catalog: Path | None) -> CatalogIndex:
+def catalog_index(catalog: Path | None) -> CatalogIndex:
     root = resolve_catalog(catalog)
     if root is None:
         raise FleetError("name the catalog folder with --catalog DIR (or set ACRELEASE_CATALOG): states and "
@@ -59,7 +59,7 @@ def _index(catalog: Path | None) -> CatalogIndex:
 
 
 @contextlib.contextmanager
-def _store(catalog: Path | None, fleet: str | None, *, create: bool = True) -> Iterator[FleetStore]:
+def fleet_store(catalog: Path | None, fleet: str | None, *, create: bool = True) -> Iterator[FleetStore]:
     store = open_store(fleet, resolve_catalog(catalog), create=create)
     try:
         yield store
@@ -91,9 +91,9 @@ def devices(
     """Every device that checked in, with what it runs and its state against the catalog."""
     if state is not None and state not in DEVICE_STATES:
         raise FleetError(f"--state {state}: not a state; use one of {', '.join(DEVICE_STATES)}")
-    index = _index(catalog)
+    index = catalog_index(catalog)
     key = _target_key(target, index) if target else None
-    with _store(catalog, fleet, create=False) as store:
+    with fleet_store(catalog, fleet, create=False) as store:
         rows = store.devices(*(key or (None, None)))
         view = store.load_view()
     classify = Classifier(index, view).state
@@ -128,8 +128,8 @@ def device(
 ) -> None:
     """One device: what it reports, its state, and its history (newest first)."""
     key = _mac(mac)
-    index = _index(catalog)
-    with _store(catalog, fleet, create=False) as store:
+    index = catalog_index(catalog)
+    with fleet_store(catalog, fleet, create=False) as store:
         row = store.device(key)
         if row is None:
             raise FleetError(f"{key}: no such device in the fleet store; it appears after its first check "
@@ -158,7 +158,7 @@ def retry(
 ) -> None:
     """Clear the loop breaker's hold on a device: it is offered the release again, with a fresh count."""
     key = _mac(mac)
-    with _store(catalog, fleet, create=False) as store:
+    with fleet_store(catalog, fleet, create=False) as store:
         if store.device(key) is None:
             raise FleetError(f"{key}: no such device in the fleet store; nothing to retry")
         released = store.retry(key)
@@ -178,17 +178,17 @@ def pin(
     """Make a device run exactly VERSION: sent it whenever it reports anything else, downgrades included."""
     key = _mac(mac)
     wanted = parse_release_version(version)
-    index = _index(catalog)
+    index = catalog_index(catalog)
     # A device not seen yet needs --target; then the store may be created by this pin, once the
     # release is checked. Without --target the store must know the device. Either way a refused
     # pin leaves no new file behind.
     if target is not None:
         where = _target_key(target, index)
         _pinnable(index, where, wanted)
-        with _store(catalog, fleet) as store:
+        with fleet_store(catalog, fleet) as store:
             store.set_pin(key, where[0], where[1], str(wanted))
     else:
-        with _store(catalog, fleet, create=False) as store:
+        with fleet_store(catalog, fleet, create=False) as store:
             row = store.device(key)
             if row is None:
                 raise FleetError(f"{key}: the fleet store has not seen this device yet; say which target it is "
@@ -217,7 +217,7 @@ def unpin(
 ) -> None:
     """Remove a device's pin: it follows its channel and rollouts again."""
     key = _mac(mac)
-    with _store(catalog, fleet, create=False) as store:
+    with fleet_store(catalog, fleet, create=False) as store:
         if not store.clear_pin(key):
             raise FleetError(f"{key}: not pinned; nothing to do")
     console.print(f"{key}: unpinned")
@@ -234,7 +234,7 @@ def assign(
     name = channel.strip()
     if not name or len(name) > 32 or not name.isprintable() or not name.isascii():
         raise FleetError(f"--channel {channel!r}: a channel is 1 to 32 printable ASCII characters")
-    with _store(catalog, fleet) as store:
+    with fleet_store(catalog, fleet) as store:
         store.assign(key, None if name == "stable" else name)
     console.print(f"{key}: on channel {name}")
 
@@ -260,12 +260,12 @@ def rollout(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start, widen, pause, resume or abort a staged rollout; without VERSION, list rollouts."""
-    index = _index(catalog)
+    index = catalog_index(catalog)
     actions = [name for name, on in (("pause", pause), ("resume", resume), ("abort", abort)) if on]
     if version is None:
         if actions or percent is not None or stages or target:
             raise FleetError("name the release: acrelease rollout VERSION --percent N (or --pause/--resume/--abort)")
-        with _store(catalog, fleet, create=False) as store:
+        with fleet_store(catalog, fleet, create=False) as store:
             _print_rollouts(rollouts.statuses(store, index), as_json)
         return
     wanted = str(parse_release_version(version))
@@ -281,7 +281,7 @@ def rollout(
         if percent is None and not stage_list:
             raise FleetError("say how far to roll out: --percent N, or --stages 1,10,50,100")
         rollouts.check_percent(percent if percent is not None else stage_list[0])
-    with _store(catalog, fleet, create=not actions) as store:
+    with fleet_store(catalog, fleet, create=not actions) as store:
         if actions:
             keys = [_target_key(target, index)] if target else [
                 (r.project, r.target) for r in store.rollouts() if r.version == wanted]
@@ -299,7 +299,7 @@ def rollout(
 
 def _in_progress(catalog: Path | None, fleet: str | None, version: str) -> set[TargetKey]:
     try:
-        with _store(catalog, fleet, create=False) as store:
+        with fleet_store(catalog, fleet, create=False) as store:
             return {(r.project, r.target) for r in store.rollouts()
                     if r.version == version and r.state in rollouts.IN_PROGRESS}
     except FleetError:
@@ -351,7 +351,7 @@ def staged_publish(loaded: Manifest, root: Path, versions: list[semver.Version] 
         if versions is None or r.version in versions for t in r.artifacts]
     created: list[tuple[TargetKey, str]] = []
     if planned:
-        with _store(root, fleet) as store:
+        with fleet_store(root, fleet) as store:
             for key, version in planned:
                 if store.rollout(*key, version) is None:
                     created.append((key, version))
@@ -361,7 +361,7 @@ def staged_publish(loaded: Manifest, root: Path, versions: list[semver.Version] 
     try:
         return publish_releases(loaded, root, versions)
     except AcreleaseError:
-        with _store(root, fleet) as store:
+        with fleet_store(root, fleet) as store:
             for key, version in created:
                 store.remove_rollout(*key, version)
         raise

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from acrelease.cli.common import JSON_OPTION, console, print_json
-from acrelease.cli.fleet import CATALOG_OPTION, FLEET_OPTION, _index, _store
+from acrelease.cli.fleet import CATALOG_OPTION, FLEET_OPTION, catalog_index, fleet_store
 from acrelease.fleet import rollouts
 from acrelease.fleet.report import build_report, status_json
 
@@ -18,8 +18,8 @@ def status(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Per target: releases with rollout state and progress, devices per state and per version."""
-    index = _index(catalog)
-    with _store(catalog, fleet, create=False) as store:
+    index = catalog_index(catalog)
+    with fleet_store(catalog, fleet, create=False) as store:
         report = build_report(store.devices(), store.load_view(), index, rollouts.statuses(store, index))
     summary = status_json(report, index)
     if as_json:
