@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -45,6 +44,7 @@ from acrelease.catalog.index import (
     TargetIndex,
 )
 from acrelease.errors import CatalogError
+from acrelease.server import tasks
 from acrelease.server.channels import describe_newest
 
 log = logging.getLogger("acrelease.server.catalog")
@@ -245,10 +245,7 @@ class Catalog:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel(task)
 
     async def _watch(self) -> None:
         next_recheck = time.monotonic() + self.recheck_interval

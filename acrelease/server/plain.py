@@ -26,7 +26,6 @@ below the folder. What differs from ``updateserver.py``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -45,7 +44,7 @@ from acrelease.image import inspect_image
 from acrelease.image.formats import GZIP_MAGIC, MAGIC, MAX_GUNZIP
 from acrelease.policy import FILESYSTEM_MODES, SKETCH_MODE, DeviceFacts, NoUpdate, Refuse
 from acrelease.policy import _misfit as misfit  # the catalog downloads' fit rules (H.5), not a copy
-from acrelease.server import listing
+from acrelease.server import listing, tasks
 
 log = logging.getLogger("acrelease.server.plain")
 
@@ -274,10 +273,7 @@ class PlainFolder:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel(task)
 
     async def _watch(self) -> None:
         while self.state.active:
