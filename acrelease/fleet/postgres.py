@@ -117,6 +117,21 @@ class PostgresStore(FleetStore):
         arrays = f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)})"  # binary: no quoting
         cursor.execute(self.q(sql.replace(values, arrays)), [list(column) for column in zip(*rows, strict=True)])
 
+    def touch_rows(self, cursor: Any, touches: Sequence[tuple[int, int, int, str]]) -> int:
+        """Two statements for the whole batch instead of one per device (a fleet's flush is mostly
+        touches): lock the rows in MAC order first, so two hosts touching the same devices wait for
+        each other instead of deadlocking (the lock is taken above the sort: ``FOR UPDATE`` in
+        PostgreSQL's SELECT docs, "The Locking Clause"), then one ``UPDATE ... FROM unnest``.
+        A batch naming a MAC twice would be updated once by the join: it goes row by row."""
+        if len(touches) < 8 or len({t[3] for t in touches}) != len(touches):
+            return super().touch_rows(cursor, touches)
+        lasts, _, checks, macs = (list(column) for column in zip(*touches, strict=True))
+        cursor.execute("SELECT 1 FROM devices WHERE mac = ANY(%b::varchar[]) ORDER BY mac FOR UPDATE", [macs])
+        cursor.execute("UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, t.last), "
+                       "checks = d.checks + t.checks FROM unnest(%b::bigint[], %b::bigint[], %b::varchar[]) "
+                       "AS t(last, checks, mac) WHERE d.mac = t.mac", [lasts, checks, macs])
+        return max(int(cursor.rowcount), 0)
+
     def allow_long_statements(self) -> None:
         with self.guard("lift its statement timeout"):
             self.connection.execute("SET statement_timeout = 0")

@@ -293,6 +293,13 @@ class FleetStore(abc.ABC):
 
     # -- observations (servers) -----------------------------------------------------------------
 
+    def touch_rows(self, cursor: Any, touches: Sequence[tuple[int, int, int, str]]) -> int:
+        """Move the last sighting and add the checks of devices written before, in MAC order
+        (``touches`` as :meth:`record` takes them); returns how many found their device."""
+        cursor.executemany(self.q("UPDATE devices SET last_seen = CASE WHEN ? > last_seen THEN ? ELSE last_seen END, "
+                                  "checks = checks + ? WHERE mac = ?"), touches)
+        return max(int(cursor.rowcount), 0)
+
     def record(self, batch: Sequence[Observation], loop_limit: int = 3,
                touches: Sequence[tuple[int, int, int, str]] = ()) -> tuple[int, int]:
         """Write one batch of coalesced observations in one transaction: devices (newest wins),
@@ -311,9 +318,7 @@ class FleetStore(abc.ABC):
         armed = touched = 0
         with self.transaction("record observations") as cursor:
             if touches:
-                cursor.executemany(self.q("UPDATE devices SET last_seen = CASE WHEN ? > last_seen THEN ? ELSE "
-                                          "last_seen END, checks = checks + ? WHERE mac = ?"), touches)
-                touched = max(cursor.rowcount, 0)
+                touched = self.touch_rows(cursor, touches)
             known: dict[str, tuple[str | None, int]] = {}
             macs = [o.mac for o in batch]
             for start in range(0, len(macs), _CHUNK):

@@ -191,6 +191,9 @@ _WRITER = textwrap.dedent("""
         order = macs if r % 2 else macs[::-1]
         store.record([Observation(m, "demo", "d1mini", "stable", "1.0.0", None, None, None, None, "10.0.0.1",
                                   1000, 1000, 1, (("1.1.0", 1, 1000, 1000),), ()) for m in order], loop_limit=10**6)
+    for r in range(rounds):  # then only touched, as a server writes devices it wrote before
+        order = macs if r % 2 else macs[::-1]
+        store.record([], 10**6, [(2000 + r, 2000 + r, 1, m) for m in order])
     store.close()
 """)
 
@@ -205,7 +208,8 @@ def test_two_hosts_writing_the_same_devices_lose_no_count(pg_url: str) -> None:
         assert writer.returncode == 0, err
     store = open_store(pg_url, None)
     rows = store.devices()
-    assert len(rows) == devices and {r.checks for r in rows} == {2 * rounds}
+    assert len(rows) == devices and {r.checks for r in rows} == {4 * rounds}
+    assert {r.last_seen for r in rows} == {2000 + rounds - 1}
     assert store._rows("SELECT MIN(sent), MAX(sent), MIN(counted) FROM sends") == [(2 * rounds, 2 * rounds,
                                                                                      2 * rounds)]
     assert store._rows("SELECT COUNT(*) FROM events WHERE event = 'seen'")[0][0] in range(devices, 2 * devices + 1)

@@ -71,6 +71,21 @@ def test_newest_observation_wins_and_checks_add_up(store: FleetStore) -> None:
                                                                                      2_000)
 
 
+@pytest.mark.parametrize("devices", [3, 40])  # PostgreSQL writes 8 or more in one statement
+def test_touches_move_last_seen_forward_and_add_checks(store: FleetStore, devices: int) -> None:
+    macs = [f"02:00:00:00:01:{n:02X}" for n in range(devices)]
+    store.record([obs(mac, at=2_000, checks=1) for mac in macs])
+    late, fresh = 1_500, 3_000  # a touch from a worker whose batch is older moves no sighting back
+    touches = [(late if n % 2 else fresh, late if n % 2 else fresh, 2, mac) for n, mac in enumerate(macs)]
+    unknown = (fresh, fresh, 5, "02:00:00:00:02:00")  # not in the store (pruned, or another store's)
+    armed, touched = store.record([], 3, [*reversed(touches), unknown])
+    assert (armed, touched) == (0, devices)
+    for n, mac in enumerate(macs):
+        row = store.device(mac)
+        assert row is not None and (row.checks, row.last_seen) == (3, 2_000 if n % 2 else 3_000)
+    assert store.device(unknown[3]) is None
+
+
 def test_events_seen_reported_and_newest_first(store: FleetStore) -> None:
     store.record([obs(at=1_000, version="1.0.0")])
     store.record([obs(at=2_000, version="1.0.0", sent=(("1.1.0", 1, 2_000, 2_000),),
