@@ -136,17 +136,33 @@ def device(
                              "(`acrelease devices` lists those seen)")
         view = store.load_view()
         events = store.events(key)
+        pin = store.pin_of(key)
     state = device_state(row, index, view)
     if as_json:
         print_json({**device_json(row, state), "events": [event_json(e) for e in events]})
         return
     for name, value in device_json(row, state).items():
         console.print(f"{name + ':':12} {value if value is not None else '-'}")
+    note = _pin_note(index, row.target_key, pin) if pin is not None else None
+    if note is not None:
+        console.print(f"{'':12} {note}")
     if row.held:
         console.print(f"{'held on:':12} {', '.join(row.held)}")
     console.print("events:")
     for event in events:
         console.print(f"  {iso(event.at)}  {event.event:9} {event.version or '-':14} {event.detail}")
+
+
+def _pin_note(index: CatalogIndex, checks: TargetKey, pin: tuple[str, str, str]) -> str | None:
+    """Why the device's pin is not applied now, or None when it is."""
+    project, target, version = pin
+    where = f"{project}/{target} {version}"
+    if (project, target) != checks:
+        return f"(pin to {where} not applied: the device now checks {checks[0]}/{checks[1]})"
+    problem = _pin_problem(index, (project, target), parse_release_version(version))
+    if problem is not None:
+        return f"(pin to {where} not applied while it is {problem}: the device gets what it would without it)"
+    return None
 
 
 # -- retry, pin, unpin, assign ----------------------------------------------------------------------
@@ -200,14 +216,23 @@ def pin(
 
 
 def _pinnable(index: CatalogIndex, where: TargetKey, wanted: semver.Version) -> None:
+    problem = _pin_problem(index, where, wanted)
+    if problem == "not published":
+        raise FleetError(f"{where[0]}/{where[1]} {wanted}: not published; `acrelease list --catalog DIR` shows "
+                         "what is")
+    if problem == "yanked":
+        raise FleetError(f"{where[0]}/{where[1]} {wanted}: yanked; pin a release that is offered "
+                         f"(or `acrelease yank {wanted} --undo` first)")
+
+
+def _pin_problem(index: CatalogIndex, where: TargetKey, wanted: semver.Version) -> str | None:
+    """Why a pin to ``wanted`` on ``where`` cannot be served ("not published", "yanked"), or None.
+    The decision skips such a pin (``policy._pinned_release``): the device gets what it would without it."""
     found: TargetIndex | None = index.target(*where)
     release = found.release(wanted) if found is not None else None
     if release is None:
-        raise FleetError(f"{where[0]}/{where[1]} {wanted}: not published; `acrelease list --catalog DIR` shows "
-                         "what is")
-    if release.yanked:
-        raise FleetError(f"{where[0]}/{where[1]} {wanted}: yanked; pin a release that is offered "
-                         f"(or `acrelease yank {wanted} --undo` first)")
+        return "not published"
+    return "yanked" if release.yanked else None
 
 
 def unpin(

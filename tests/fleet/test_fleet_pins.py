@@ -68,6 +68,25 @@ def test_pins_and_assignments_survive_a_restart(tmp_path: Path) -> None:
         assert "pinned" in events and "unpinned" in events
 
 
+def test_a_pin_to_a_release_yanked_later_is_not_applied_and_device_says_so(tmp_path: Path) -> None:
+    built = demo_catalog(tmp_path / "catalog")
+    root = built.root
+    device = Device(mac_of(5), "1.1.0")
+    with serving(root, tmp_path / "logs") as served:
+        assert version_sent(served.port, device) is None
+        time.sleep(SETTLE)
+        ok(root, "pin", device.mac, "1.0.0")
+        time.sleep(SETTLE)
+        assert version_sent(served.port, device) == "1.0.0"
+        assert "not applied" not in ok(root, "device", device.mac)
+        built.yank("demo", "d1mini", "1.0.0")  # withdrawn: devices move off it, pinned ones too
+        built.write()
+        time.sleep(SETTLE)
+        assert version_sent(served.port, Device(device.mac, "1.0.0")) == "1.1.0"
+        shown = ok(root, "device", device.mac)
+        assert "pin to demo/d1mini 1.0.0 not applied while it is yanked" in shown, shown
+
+
 @pytest.mark.parametrize("args, message", [
     (["pin", "zz:00:00:00:00:01", "1.0.0"], "not a MAC address"),
     (["pin", "02:00:00:00:01", "1.0.0"], "not a MAC address"),
