@@ -16,11 +16,13 @@ from tests.factories.catalog import demo_catalog
 from tests.integration import nginx
 from tests.integration.devices import (
     Answer,
+    autoconnect_catalog_request,
     check_no_update,
     check_update,
     esp32_request,
     esp8266_request,
     exchange,
+    parse_catalog_like_autoconnect,
     read_answer,
 )
 from tests.integration.served import start_cli, stop_cli
@@ -94,3 +96,24 @@ def test_direct_downloads_range_head_and_etag(proxied: tuple[Path, int]) -> None
 
     hidden = request(port, f"GET /_files/{name} HTTP/1.1\r\n{head}\r\n".encode())
     assert hidden.status == 404  # the internal location is reachable only through acrelease's answer
+
+
+def test_autoconnect_behind_nginx_with_a_leading_slash_uri(proxied: tuple[Path, int]) -> None:
+    """README, "AutoConnect behind nginx": with ``update.uri = "/demo/d1mini"`` AutoConnect lists
+    ``path=/demo/d1mini`` and downloads ``/demo/d1mini/<name>`` (docs/protocol.md A.2, A.3), which
+    nginx passes on; the relative form AutoConnect sends for ``uri = "demo/d1mini"`` is refused by
+    nginx itself with 400, as the README says."""
+    catalog, port = proxied
+    host = f"127.0.0.1:{port}"
+    listing = request(port, autoconnect_catalog_request(host, "/demo/d1mini"))  # keep-alive: read one answer
+    assert listing.status == 200
+    names = [str(entry["name"]) for entry in parse_catalog_like_autoconnect(listing.body) if entry["type"] == "bin"]
+    assert "demo-d1mini-1.1.0.bin" in names
+
+    for name in names:  # AutoConnect sends no version (A.3): each image as the radio button offers it
+        answer, _ = exchange(port, esp8266_request(host, f"/demo/d1mini/{name}", version=None))
+        check_update(answer)
+        assert answer.body == (catalog / "demo/d1mini" / name).read_bytes()
+
+    relative = request(port, f"GET demo/d1mini/{names[0]} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    assert relative.status == 400
