@@ -2,14 +2,16 @@
 
 ``wrk`` runs a Lua script that gives every request another ``x-ESP8266-STA-MAC`` (rotating over
 100,000 MACs), with the rest of the ESP8266 header set of docs/protocol.md G, answered 304. Measured
-side by side, interleaved, on the same catalog: ``acrelease serve`` (recording every check into
-the fleet store, 100,000 devices registered beforehand), ``acrelease serve --no-fleet``, and nginx
-(``return 304``). Server pinned to core 0, wrk to core 1, as in ``bench_serve.py`` (whose helpers
-this imports). Also: the server's RSS at the end (goal: under 250 MiB with 100,000 devices
-registered) and how long ``acrelease devices --json`` takes for them (goal: under 3 s).
+side by side in interleaved rounds, on the same catalog: ``acrelease serve`` (recording every check
+into the fleet store, 100,000 devices registered beforehand), ``acrelease serve --no-fleet``, and
+nginx (``return 304``). Servers on core 0, wrk on core 1, with ``bench_serve.py``'s servers and
+``harness.py``'s measures. Also: the server's RSS at the end (goal: under 250 MiB with 100,000
+devices registered) and how long ``acrelease devices --json`` takes for them (goal: under 3 s).
 
-    python benchmarks/bench_fleet.py                       # 10 s per measure, two runs, c=50
-    python benchmarks/bench_fleet.py --duration 5 --runs 1  # a short sanity run
+    python benchmarks/bench_fleet.py                          # 10 s per measure, three rounds, c=50
+    python benchmarks/bench_fleet.py --duration 3 --runs 1    # a short sanity run
+
+Every figure is the median of the rounds (min-max); a ratio is taken within a round, then summarised.
 Writes benchmarks/results/fleet-<UTC time>.json (ignored by git).
 """
 
@@ -18,8 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,23 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 from acrelease.fleet.model import Observation  # noqa: E402  (after the path set-up)
 from acrelease.fleet.store import open_store  # noqa: E402
-from benchmarks.bench_serve import (  # noqa: E402
-    CHECK_PATH,
-    CLIENT_CORE,
-    ESP8266_HEADERS,
-    build_catalog,
-    cpu_seconds,
-    rss_kib,
-    running,
-    server_commands,
-)
-from tests.integration.served import free_port  # noqa: E402
+from benchmarks.bench_serve import CHECK_PATH, ESP8266_HEADERS, Setup, acrelease, build_catalog, nginx  # noqa: E402
+from benchmarks.harness import Spread, children_cpu_seconds, rss_kib, running, tree_cpu_seconds, wrk  # noqa: E402
+from tests import clirun  # noqa: E402
 
 DEVICES = 100_000
-SERVERS = ("acrelease-fleet", "acrelease-no-fleet", "nginx")
+RESULTS = ROOT / "benchmarks" / "results"
 
+# A different device on every request: STA-MAC 02:00:00:xx:xx:xx over N MACs (the headers' own MAC is
+# dropped from the command line, so this one is the only one sent).
 LUA = """
--- Every request another device: STA-MAC 02:00:00:xx:xx:xx over %(devices)d MACs.
 local n = 0
 request = function()
   n = (n + 1) %% %(devices)d
@@ -57,99 +50,129 @@ request = function()
 end
 """
 
+# Every device already runs the newest release (1.1.0 in bench_serve.py's catalog): each check is a 304.
+HEADERS = [(k, v) for k, v in ESP8266_HEADERS if k != "x-ESP8266-STA-MAC"] + [("x-ESP8266-version", "1.1.0")]
+
 
 def mac(n: int) -> str:
     return f"02:00:00:{(n >> 16) & 0xFF:02X}:{(n >> 8) & 0xFF:02X}:{n & 0xFF:02X}"
 
 
-def register(catalog: Path, count: int) -> float:
-    """Put ``count`` devices into the catalog's fleet store, as servers would have; seconds taken."""
+def script(workdir: Path, devices: int, path: str = CHECK_PATH) -> Path:
+    out = workdir / f"fleet-{devices}.lua"
+    out.write_text(LUA % {"devices": devices, "path": path})
+    return out
+
+
+def register(spec: str | None, catalog: Path | None, count: int) -> float:
+    """Put ``count`` devices into a fleet store (``--fleet`` spec, or the catalog's own), as servers would
+    have after a day, all on 1.1.0; seconds taken."""
     started = time.monotonic()
-    store = open_store(None, catalog)
-    now = int(time.time() * 1000)
-    batch = [Observation(mac(n), "demo", "d1mini", "stable", "1.1.0", "a43ad019932b627ab90ee35a94a764ee", 16777216,
-                         16777216, "2.5.0", "127.0.0.1", now, now, 1) for n in range(count)]
+    store = open_store(spec, catalog)
+    seen = int(time.time() * 1000) - 86_400_000
     for start in range(0, count, 10_000):
-        store.record(batch[start:start + 10_000])
+        store.record([Observation(mac(n), "demo", "d1mini", "stable", "1.1.0", "a43ad019932b627ab90ee35a94a764ee",
+                                  16777216, 16777216, "2.5.0", "127.0.0.1", seen, seen, 1)
+                      for n in range(start, min(count, start + 10_000))])
     store.close()
     return time.monotonic() - started
 
 
-def wrk_fleet(url: str, script: Path, concurrency: int, duration: int) -> dict[str, float]:
-    command = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency",
-               "-s", str(script)]
-    for name, value in [*ESP8266_HEADERS, ("x-ESP8266-version", "1.1.0")]:
-        if name != "x-ESP8266-STA-MAC":
-            command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, url], capture_output=True, text=True, timeout=duration + 60).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if rate is None:
-        raise SystemExit(f"cannot read wrk's output:\n{out}")
-    return {"rate": float(rate.group(1)), "requests": int(total.group(1)) if total else 0,
-            "bad": int(bad.group(1)) if bad else 0}
-
-
-def command_for(name: str, catalog: Path, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    if name == "nginx":
-        return server_commands(catalog, port, workdir, "nginx")
-    command, env = server_commands(catalog, port, workdir, "acrelease")
-    return ([*command, "--no-fleet"] if name == "acrelease-no-fleet" else command), env
+SERVERS = {
+    "acrelease": acrelease(),  # as out of the box: INFO log, every check recorded
+    "acrelease-no-fleet": acrelease("--no-fleet"),
+    "nginx": nginx(),
+}
+GOALS = (("acrelease", "acrelease-no-fleet", 0.9), ("acrelease", "nginx", 0.7))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measure (10)")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--devices", type=int, default=DEVICES)
     args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
     report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                               "command": " ".join(sys.argv), "devices": args.devices}
+    measures: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="acrelease-bench-fleet-") as tmp:
         workdir = Path(tmp)
-        catalog = workdir / "catalog"
-        build_catalog(catalog)
-        report["register_s"] = round(register(catalog, args.devices), 1)
-        script = workdir / "fleet.lua"
-        script.write_text(LUA % {"devices": args.devices, "path": CHECK_PATH})
-        for run in range(args.runs):
-            for name in SERVERS:
-                port = free_port()
-                command, env = command_for(name, catalog, port, workdir)
-                with running(command, port, workdir, env) as process:
-                    time.sleep(1.0)
-                    before = cpu_seconds(process.pid)
-                    measured = wrk_fleet(f"http://127.0.0.1:{port}{CHECK_PATH}", script, args.concurrency,
-                                         args.duration)
-                    cpu = cpu_seconds(process.pid) - before
-                    measured["cpu_us"] = round(cpu / max(measured["requests"], 1) * 1e6, 1)
-                    if name == "acrelease-fleet":
-                        time.sleep(2.0)  # the last flush
-                        measured["rss_mib"] = round(rss_kib(process.pid)["VmRSS"] / 1024, 1)
-                results[name].append(measured)
-                print(f"run {run + 1} {name:20} {measured['rate']:>9,.0f} req/s  cpu {measured['cpu_us']} us/check"
-                      + (f"  RSS {measured['rss_mib']} MiB" if "rss_mib" in measured else ""), flush=True)
-        started = time.monotonic()
-        listed = subprocess.run([sys.executable, "-m", "acrelease", "devices", "--catalog", str(catalog), "--json"],
-                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+        setup = Setup(workdir, workdir / "catalog", workdir / "no-credentials")
+        build_catalog(setup.catalog)
+        report["register_s"] = round(register(None, setup.catalog, args.devices), 1)
+        lua = script(workdir, args.devices)
+        procs = [(name, proc) for name, launch in SERVERS.items() for proc in launch(setup)]
+        with running([proc for _, proc in procs], workdir, "fleet") as started_pids:
+            pids: dict[str, list[int]] = {}
+            for (name, _), pid in zip(procs, started_pids, strict=True):
+                pids.setdefault(name, []).append(pid)
+            ports = {name: proc.port for name, proc in procs}  # the last one of a server's is the one wrk talks to
+            for name in SERVERS:  # warm-up: every device seen once by the recording server before measuring
+                wrk(f"http://127.0.0.1:{ports[name]}{CHECK_PATH}", args.concurrency, 3, HEADERS, lua)
+            for run in range(args.runs):
+                order = list(SERVERS) if run % 2 == 0 else list(reversed(SERVERS))
+                for name in order:
+                    time.sleep(1.5)  # the previous server's last flush is not this one's CPU
+                    before = tree_cpu_seconds(pids[name])
+                    got = wrk(f"http://127.0.0.1:{ports[name]}{CHECK_PATH}", args.concurrency, args.duration,
+                              HEADERS, lua)
+                    time.sleep(1.5)  # the flush of the measure's last second counts too
+                    cpu = tree_cpu_seconds(pids[name]) - before
+                    measure = {"round": run + 1, "server": name, "requests_per_s": got.requests_per_s,
+                               "requests": got.requests, "p99_ms": got.p99_ms, "errors": got.errors,
+                               "bad_status": got.bad_status,
+                               "cpu_us": round(cpu / got.requests * 1e6, 1) if got.requests else None}
+                    measures.append(measure)
+                    print(f"round {run + 1} {name:20} {got.requests_per_s:>9,.0f} checks/s  "
+                          f"cpu {measure['cpu_us']} us/check  errors {got.errors}  non-2xx/3xx {got.bad_status}",
+                          flush=True)
+            report["rss_mib"] = round(rss_kib(pids["acrelease"])["VmRSS"] / 1024, 1)
+        cpu0, started = children_cpu_seconds(), time.monotonic()
+        listed = clirun.run("devices", "--catalog", str(setup.catalog), "--json", timeout=300)
         report["devices_json_s"] = round(time.monotonic() - started, 2)
+        report["devices_json_cpu_s"] = round(children_cpu_seconds() - cpu0, 2)
         report["devices_listed"] = len(json.loads(listed.stdout)) if listed.returncode == 0 else None
-    rate = {name: sum(m["rate"] for m in ms) / len(ms) for name, ms in results.items()}
-    report["measures"] = results
-    report["summary"] = {
-        "fleet_vs_no_fleet": round(rate["acrelease-fleet"] / rate["acrelease-no-fleet"], 3),
-        "fleet_vs_nginx": round(rate["acrelease-fleet"] / rate["nginx"], 3),
-        "rss_mib": max(m.get("rss_mib", 0) for m in results["acrelease-fleet"]),
-        "devices_json_s": report["devices_json_s"],
-    }
-    print(json.dumps(report["summary"], indent=1))
-    print("goals: fleet >= 0.9x no-fleet, >= 0.7x nginx, RSS < 250 MiB, devices --json < 3 s")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"fleet-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(report, indent=1))
+    report["measures"] = measures
+    report["summary"] = summary(measures, args.runs)
+    print_summary(report)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"fleet-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(report, indent=1, default=vars))
+    print(f"wrote {out}")
+
+
+def summary(measures: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    def of(server: str, key: str) -> Spread | None:
+        return Spread.of([m[key] for m in measures if m["server"] == server and m[key] is not None])
+
+    def ratio(server: str, base: str) -> list[float]:
+        by = {(m["round"], m["server"]): m["requests_per_s"] for m in measures}
+        return [by[(r, server)] / by[(r, base)] for r in range(1, runs + 1) if by.get((r, base))]
+
+    return {"servers": {name: {"checks_per_s": of(name, "requests_per_s"), "cpu_us": of(name, "cpu_us"),
+                               "errors": sum(m["errors"] + m["bad_status"] for m in measures if m["server"] == name)}
+                        for name in SERVERS},
+            "goals": [{"server": server, "base": base, "goal": goal, "ratio": Spread.of(ratio(server, base)),
+                       "rounds_met": sum(v >= goal for v in ratio(server, base))} for server, base, goal in GOALS]}
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print(f"\n{report['devices']:,} devices, {report['measures'][-1]['round']} rounds: median (min-max)")
+    for name, row in report["summary"]["servers"].items():
+        rate, cpu = row["checks_per_s"], row["cpu_us"]
+        print(f"  {name:20} {rate.show() if rate else '-':>28} checks/s   {cpu.show(1) if cpu else '-':>22} us/check"
+              f"   errors {row['errors']}")
+    for goal in report["summary"]["goals"]:
+        spread = goal["ratio"]
+        met = spread is not None and spread.median >= goal["goal"]
+        print(f"  goal {goal['server']} >= {goal['goal']}x {goal['base']}: "
+              f"{spread.show(2, 'x') if spread else '-'} ({goal['rounds_met']} rounds met it) "
+              f"{'met' if met else 'NOT MET'}")
+    rss, took, cpu = report["rss_mib"], report["devices_json_s"], report["devices_json_cpu_s"]
+    print(f"  goal RSS < 250 MiB: {rss} MiB {'met' if rss < 250 else 'NOT MET'}")
+    print(f"  goal devices --json < 3 s for {report['devices_listed']} devices: {took} s ({cpu} s CPU) "
+          f"{'met' if took < 3 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ class Spread:
 
 @dataclass(frozen=True)
 class Proc:
-    """One server process: its argv, extra environment and the port it listens on once ready."""
+    """One server process: its argv, extra environment, the port it listens on once ready, and the core it
+    is pinned to (the server core unless a benchmark lays processes out otherwise)."""
 
     command: list[str]
     env: Mapping[str, str]
     port: int
+    core: int = SERVER_CORE
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -78,7 +80,7 @@ def wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
 
 @contextmanager
 def running(procs: Sequence[Proc], workdir: Path, label: str) -> Iterator[list[int]]:
-    """Start ``procs`` in order, pinned to the server core; yield their pids; stop them all at the end.
+    """Start ``procs`` in order, each pinned to its core; yield their pids; stop them all at the end.
 
     Each is ready (accepts connections) before the next starts, so a front server can rely on its
     upstream. Output goes to a file in ``workdir``: a pipe nobody reads would stall a server's log.
@@ -88,12 +90,19 @@ def running(procs: Sequence[Proc], workdir: Path, label: str) -> Iterator[list[i
         for index, proc in enumerate(procs):
             log_path = workdir / f"{label}-{index}.log"
             log = stack.enter_context(log_path.open("wb"))
-            process = subprocess.Popen(["taskset", "-c", str(SERVER_CORE), *proc.command], stdout=log, stderr=log,
+            process = subprocess.Popen(["taskset", "-c", str(proc.core), *proc.command], stdout=log, stderr=log,
                                        env={**os.environ, **proc.env}, cwd=workdir)
             stack.callback(stop, process)
             wait_port(proc.port, process, log_path)
             pids.append(process.pid)
         yield pids
+
+
+def pin(pid: int, core: int) -> None:
+    """Move a process that was started elsewhere (PostgreSQL's postmaster), its threads and its children
+    to ``core``; children it forks later inherit the pinning."""
+    for each in (pid, *descendants(pid)):
+        subprocess.run(["taskset", "-a", "-cp", str(core), str(each)], capture_output=True, check=False)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -182,9 +191,9 @@ _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def wrk(url: str, concurrency: int, seconds: int, headers: Sequence[tuple[str, str]] = (),
-        script: Path | None = None) -> WrkResult:
-    """``wrk`` pinned to the client core, one thread, ``concurrency`` connections, ``--latency``."""
-    command = ["taskset", "-c", str(CLIENT_CORE), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency"]
+        script: Path | None = None, core: int = CLIENT_CORE) -> WrkResult:
+    """``wrk`` pinned to ``core``, one thread, ``concurrency`` connections, ``--latency``."""
+    command = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency"]
     for name, value in headers:
         command += ["-H", f"{name}: {value}"]
     if script is not None:

@@ -1,8 +1,8 @@
 """The benchmark's own parts: reading wrk, spreads, per-round ratios, goals, CPU from /proc, launchers.
 
-Run with ``python -m pytest -p no:cacheprovider benchmarks`` (the project's ``testpaths`` is
-``tests/``). The tests that start nginx or wrk skip where they are not installed; the one
-end-to-end run (``slow``) measures for about a second per server.
+They run with the rest of the suite (the project's ``testpaths`` holds ``tests`` and ``benchmarks``).
+The tests that start nginx or wrk skip where they are not installed; the one end-to-end run
+(``slow``) measures for about a second per server.
 """
 
 from __future__ import annotations

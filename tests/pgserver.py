@@ -1,10 +1,11 @@
 """A throwaway PostgreSQL for the tests of the PostgreSQL fleet store (docs/testing.md, "PostgreSQL").
 
 Debian's ``postgresql`` package (``/usr/lib/postgresql/<major>/bin``): ``initdb -A trust`` in a
-temporary folder, ``pg_ctl start`` on 127.0.0.1 and a free port with ``fsync=off`` (nothing here
-needs to survive a power cut), stopped with ``-m immediate`` at the end. PostgreSQL refuses to run
-as root, so as root it runs as the ``postgres`` user, in a folder that user owns. Each test gets a
-database of its own (:meth:`PgServer.database`), so tests never see each other's rows.
+temporary folder, ``pg_ctl start`` on 127.0.0.1 and a free port with ``fsync=off`` (nothing a test
+writes needs to survive a power cut; a benchmark asks for ``durable=True``, PostgreSQL's defaults),
+stopped with ``-m immediate`` at the end. PostgreSQL refuses to run as root, so as root it runs as
+the ``postgres`` user, in a folder that user owns. Each test gets a database of its own
+(:meth:`PgServer.database`), so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def missing() -> str | None:
 class PgServer:
     """One cluster in a temporary folder; :meth:`stop` and :meth:`start` again keep its data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         programs = bin_dir()
         assert programs is not None, missing()
         self.bin = programs
@@ -76,8 +78,12 @@ class PgServer:
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "pg.log"), "-w", "-t", "30", "-o",
-                  f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off "
-                  "-c max_connections=200", "start")
+                  f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c max_connections=200"
+                  + ("" if self.durable else " -c fsync=off"), "start")
+
+    def pid(self) -> int:
+        """The postmaster's process id (the first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         """Immediately, as a crash or a pulled cable would (``-m immediate``)."""

@@ -39,6 +39,13 @@ def config(upstreams: Sequence[str], port: int, catalog: Path, work: Path) -> st
     return text
 
 
+def command(conf: Path, work: Path) -> list[str]:
+    """nginx in the foreground with ``conf``, its pid file and error log in ``work``."""
+    assert NGINX is not None, "needs nginx"
+    return [NGINX, "-p", str(work), "-c", str(conf), "-g", f"daemon off; master_process on; user root; "
+            f"pid {work / 'nginx.pid'}; error_log {work / 'error.log'};"]
+
+
 @contextmanager
 def running(upstreams: Sequence[str], catalog: Path, work: Path) -> Iterator[int]:
     """nginx in front of ``upstreams`` (``host:port``); yields the port devices use."""
@@ -47,10 +54,7 @@ def running(upstreams: Sequence[str], catalog: Path, work: Path) -> Iterator[int
     port = free_port()
     conf = work / "nginx.conf"
     conf.write_text(config(upstreams, port, catalog, work))
-    process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(conf), "-g",
-                                f"daemon off; master_process on; user root; pid {work / 'nginx.pid'}; "
-                                f"error_log {work / 'error.log'};"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command(conf, work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_listening(process, port, lambda: (work / "error.log").read_text(errors="replace"))
         yield port
