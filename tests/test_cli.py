@@ -96,3 +96,30 @@ def test_templates_are_listed_and_printed(tmp_path: Path) -> None:
     assert "#ifndef FW_VERSION" in header
     proc = run(tmp_path, "template", "nope", ok=False)
     assert proc.returncode == 2 and 'no template "nope"' in proc.stderr
+
+
+def test_nginx_conf_is_filled_in_by_its_options(tmp_path: Path) -> None:
+    examples = run(tmp_path, "template", "nginx.conf").stdout
+    assert "server 10.0.0.2:8000 " in examples and "alias /srv/ota/;" in examples
+    filled = run(tmp_path, "template", "nginx.conf", "--upstream", "192.0.2.7:8000", "--upstream", "[fd00::3]:8001",
+                 "--upstream", "ota-3.lan:8000", "--listen", "127.0.0.1:8080", "--catalog", "/mnt/ota//").stdout
+    servers = [line.split()[1] for line in filled.splitlines() if line.startswith("        server ")]
+    assert servers == ["192.0.2.7:8000", "[fd00::3]:8001", "ota-3.lan:8000"]
+    assert "        listen 127.0.0.1:8080;" in filled and "            alias /mnt/ota/;" in filled
+    assert filled.count("\n") == examples.count("\n") + 1  # the examples replaced, nothing else moved
+    only_port = run(tmp_path, "template", "nginx.conf", "--listen", "80").stdout
+    assert "        listen 80;" in only_port and "server 10.0.0.2:8000 " in only_port
+
+
+@pytest.mark.parametrize("args, says", [
+    (["nginx.conf", "--upstream", "10.0.0.2"], '--upstream "10.0.0.2": expected HOST:PORT'),
+    (["nginx.conf", "--upstream", "10.0.0.2:70000"], "expected HOST:PORT"),
+    (["nginx.conf", "--upstream", "a b:80"], "expected HOST:PORT"),
+    (["nginx.conf", "--listen", "0"], '--listen "0": expected [ADDR:]PORT'),
+    (["nginx.conf", "--catalog", "srv/ota"], '--catalog "srv/ota": expected an absolute folder'),
+    (["nginx.conf", "--catalog", "/srv/ota; root /"], "expected an absolute folder"),
+    (["ota_esp32.ino", "--listen", "80"], "fill in nginx.conf only, not ota_esp32.ino"),
+])
+def test_nginx_conf_options_refuse_what_nginx_would_not_take(tmp_path: Path, args: list[str], says: str) -> None:
+    proc = run(tmp_path, "template", *args, ok=False)
+    assert proc.returncode == 2 and proc.stdout == "" and says in proc.stderr and proc.stderr.count("\n") == 1

@@ -23,19 +23,15 @@ needs_nginx = pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get ins
 
 
 def config(upstreams: Sequence[str], port: int, catalog: Path, work: Path) -> str:
-    """`acrelease template nginx.conf` with its EDIT lines filled in, and its files kept in ``work``."""
-    done = clirun.run("template", "nginx.conf", timeout=30)
+    """`acrelease template nginx.conf` filled in by its options, and its files kept in ``work``."""
+    done = clirun.run("template", "nginx.conf", *(a for u in upstreams for a in ("--upstream", u)),
+                      "--listen", f"127.0.0.1:{port}", "--catalog", str(catalog.resolve()), timeout=30)
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    servers = "".join(f"        server {u} max_fails=1 fail_timeout=5s;\n" for u in upstreams)
-    text = text.replace("        server 10.0.0.2:8000 max_fails=1 fail_timeout=5s;\n"
-                        "        server 10.0.0.3:8000 max_fails=1 fail_timeout=5s;\n", servers)
-    text = text.replace("        listen 8000;", f"        listen 127.0.0.1:{port};")
-    text = text.replace("alias /srv/ota/;", f"alias {catalog.resolve()}/;")
     temp = "".join(f"    {name}_temp_path {work / name};\n" for name in ("client_body", "proxy", "fastcgi",
                                                                             "uwsgi", "scgi"))
     text = text.replace("http {\n", f"http {{\n    access_log {work / 'access.log'};\n{temp}", 1)
-    assert servers in text and f"alias {catalog.resolve()}/;" in text
+    assert all(f"server {u} " in text for u in upstreams) and f"alias {catalog.resolve()}/;" in text
     return text
 
 
