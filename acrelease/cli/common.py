@@ -62,6 +62,10 @@ MANIFEST_OPTION = typer.Option(
 JSON_OPTION = typer.Option(False, "--json", callback=_remember_json,
                            help="Print the result as JSON on stdout (an error: one JSON object on stderr).")
 CATALOG_HELP = "The catalog folder (env ACRELEASE_CATALOG)."
+FLEET_HELP = ("The fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB (env ACRELEASE_FLEET; "
+              "default <catalog>/.acrelease/fleet.sqlite3).")
+CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
+FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
 CHANNEL_HELP = f"Release channel (default: {DEFAULT_CHANNEL}; a version already recorded keeps its own)."
 
 # The kind of an error by exit code (README, "Commands"), named in JSON errors for scripts.

@@ -19,7 +19,7 @@ import typer
 from acrelease.catalog.index import CatalogIndex, TargetIndex, load_index
 from acrelease.catalog.store import PublishResult
 from acrelease.catalog.store import publish as publish_releases
-from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, console, print_json, resolve_catalog
+from acrelease.cli.common import CATALOG_OPTION, FLEET_OPTION, JSON_OPTION, console, print_json, resolve_catalog
 from acrelease.errors import AcreleaseError, FleetError
 from acrelease.fleet import rollouts
 from acrelease.fleet.model import DEVICE_STATES, RolloutStatus, TargetKey, iso
@@ -32,10 +32,6 @@ from acrelease.versioning import parse_release_version
 
 PROPAGATION = 1.0
 """Seconds within which running servers see an intent change (they poll the store's generation)."""
-FLEET_HELP = ("The fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB (env ACRELEASE_FLEET; "
-              "default <catalog>/.acrelease/fleet.sqlite3).")
-CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
-FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
 
 
 # -- shared ----------------------------------------------------------------------------------------

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import typer
 
-from acrelease.cli.common import CATALOG_HELP, resolve_catalog
+from acrelease.cli.common import CATALOG_OPTION, FLEET_OPTION, resolve_catalog
 from acrelease.errors import FleetError
 from acrelease.fleet import transfer
 from acrelease.fleet.store import open_store
-
-FLEET_HELP = ("The fleet store: a SQLite file or postgresql://USER:PASSWORD@HOST/DB (env ACRELEASE_FLEET; "
-              "default <catalog>/.acrelease/fleet.sqlite3).")
-CATALOG_OPTION = typer.Option(None, "--catalog", "-d", help=CATALOG_HELP)
-FLEET_OPTION = typer.Option(None, "--fleet", envvar="ACRELEASE_FLEET", help=FLEET_HELP)
 
 group = typer.Typer(name="fleet", help="The fleet store itself: migrate its schema, export it, import an export.",
                     no_args_is_help=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from acrelease.cli.common import JSON_OPTION, console, print_json
-from acrelease.cli.fleet import CATALOG_OPTION, FLEET_OPTION, catalog_index, fleet_store
+from acrelease.cli.common import CATALOG_OPTION, FLEET_OPTION, JSON_OPTION, console, print_json
+from acrelease.cli.fleet import catalog_index, fleet_store
 from acrelease.fleet import rollouts
 from acrelease.fleet.report import build_report, status_json
 
