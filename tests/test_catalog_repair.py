@@ -225,7 +225,7 @@ def test_yank_target_affects_only_that_board(published: tuple[Path, Path]) -> No
 
     result = json.loads(cli(project, "yank", "1.1.0", "--catalog", str(catalog), "--json").stdout)
     assert result == {"catalog": str(catalog), "project": "demo", "version": "1.1.0", "yanked": True,
-                      "changed": ["esp32dev"], "unchanged": ["d1mini"], "generation": 3}
+                      "changed": ["esp32dev"], "unchanged": ["d1mini"], "generation": 3, "pinned": []}
     undo = json.loads(cli(project, "yank", "1.1.0", "--undo", "-t", "d1mini", "--catalog", str(catalog),
                           "--json").stdout)
     assert undo["yanked"] is False and undo["changed"] == ["d1mini"] and undo["unchanged"] == []

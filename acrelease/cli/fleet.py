@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import semver
@@ -19,13 +19,21 @@ import typer
 from acrelease.catalog.index import CatalogIndex, TargetIndex, load_index
 from acrelease.catalog.store import PublishResult
 from acrelease.catalog.store import publish as publish_releases
-from acrelease.cli.common import CATALOG_OPTION, FLEET_OPTION, JSON_OPTION, console, print_json, resolve_catalog
+from acrelease.cli.common import (
+    CATALOG_OPTION,
+    FLEET_OPTION,
+    JSON_OPTION,
+    console,
+    make_console,
+    print_json,
+    resolve_catalog,
+)
 from acrelease.errors import AcreleaseError, FleetError
 from acrelease.fleet import rollouts
 from acrelease.fleet.model import DEVICE_STATES, RolloutStatus, TargetKey, iso
 from acrelease.fleet.report import device_json, event_json, rollout_json
 from acrelease.fleet.states import Classifier, device_state
-from acrelease.fleet.store import FleetStore, open_store
+from acrelease.fleet.store import FleetStore, default_path, open_store
 from acrelease.manifest import Manifest
 from acrelease.server.device import normalise_mac
 from acrelease.versioning import parse_release_version
@@ -229,6 +237,25 @@ def _pin_problem(index: CatalogIndex, where: TargetKey, wanted: semver.Version) 
     if release is None:
         return "not published"
     return "yanked" if release.yanked else None
+
+
+def pinned_to(catalog: Path, fleet: str | None, project: str, targets: Sequence[str],
+              version: semver.Version) -> list[tuple[str, str]] | None:
+    """(MAC, target) of the devices pinned to ``version`` of ``project`` on one of ``targets``, for
+    ``yank`` to say whom it moves: [] with no fleet store yet, None (and one line on stderr) when the
+    store cannot be read. The yank stands either way; it is the catalog that decides."""
+    if fleet is None and not default_path(catalog).exists():
+        return []
+    keys = {(project, target) for target in targets}
+    try:
+        with fleet_store(catalog, fleet, create=False) as store:
+            view = store.load_view()
+    except AcreleaseError as exc:
+        make_console(stderr=True).print(f"warning: devices pinned to {project} {version} not looked up: {exc}",
+                                        markup=False)
+        return None
+    return sorted((mac, intent.pin_target[1]) for mac, intent in view.by_mac.items()
+                  if intent.pin == version and intent.pin_target in keys)
 
 
 def unpin(

@@ -11,7 +11,15 @@ from acrelease.catalog.repair import RepairReport
 from acrelease.catalog.repair import repair as repair_catalog
 from acrelease.catalog.store import publish as publish_releases
 from acrelease.catalog.store import set_yanked
-from acrelease.cli.common import CATALOG_HELP, JSON_OPTION, MANIFEST_OPTION, console, print_json, resolve_catalog
+from acrelease.cli.common import (
+    CATALOG_HELP,
+    FLEET_OPTION,
+    JSON_OPTION,
+    MANIFEST_OPTION,
+    console,
+    print_json,
+    resolve_catalog,
+)
 from acrelease.cli.progress import progress_bar
 from acrelease.errors import CatalogError, UsageError
 from acrelease.versioning import parse_release_version
@@ -79,17 +87,23 @@ def yank(
                                      "Default: every target the release is published for."),
     undo: bool = typer.Option(False, "--undo", help="Offer the release again."),
     manifest_path: Path = MANIFEST_OPTION,
+    fleet: str | None = FLEET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Roll a release back: stop offering it, and offer its devices the newest release before it."""
+    from acrelease.cli.fleet import pinned_to
+
     root = _catalog(catalog)
     loaded = manifest.load(manifest_path, verify_files=False)
     ver = parse_release_version(version)
     result = set_yanked(root, loaded.project, ver, not undo, targets=target or None)
+    # A pin to a yanked release is not applied (docs/protocol.md H.1): say whom that moves.
+    pinned = pinned_to(root, fleet, result.project, result.changed, ver) if result.changed else []
     if as_json:
         print_json({"catalog": str(root), "project": result.project, "version": result.version,
                     "yanked": result.yanked, "changed": list(result.changed), "unchanged": list(result.unchanged),
-                    "generation": result.generation})
+                    "generation": result.generation,
+                    "pinned": None if pinned is None else [{"mac": m, "target": t} for m, t in pinned]})
         return
     state = "yanked" if result.yanked else "offered again"
     if result.changed:
@@ -97,6 +111,18 @@ def yank(
                       f"(catalog generation {result.generation})")
     if result.unchanged:
         console.print(f"{result.project} {result.version} was already {state} for {', '.join(result.unchanged)}")
+    if pinned:
+        console.print(_pinned_note(pinned, result.version, result.yanked))
+
+
+def _pinned_note(pinned: list[tuple[str, str]], version: str, yanked: bool) -> str:
+    shown = ", ".join(f"{mac} ({target})" for mac, target in pinned[:5])
+    more = f" and {len(pinned) - 5} more (`--json` lists them all)" if len(pinned) > 5 else ""
+    devices = f"{len(pinned)} device{'s' if len(pinned) > 1 else ''} pinned to {version}: {shown}{more}"
+    if yanked:
+        return (f"{devices}. Their pin is not applied while {version} is yanked: they get what they would without it. "
+                "`acrelease pin MAC VERSION` pins them to another release, `acrelease unpin MAC` frees them.")
+    return f"{devices}. Their pin applies again: {version} is sent to them at their next check."
 
 
 def repair(

@@ -4,6 +4,7 @@ the CLI's one-line refusals, which change nothing."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -85,6 +86,55 @@ def test_a_pin_to_a_release_yanked_later_is_not_applied_and_device_says_so(tmp_p
         assert version_sent(served.port, Device(device.mac, "1.0.0")) == "1.1.0"
         shown = ok(root, "device", device.mac)
         assert "pin to demo/d1mini 1.0.0 not applied while it is yanked" in shown, shown
+
+
+def test_yank_names_the_devices_pinned_to_it_and_undo_applies_their_pin_again(tmp_path: Path) -> None:
+    """The operator's side of the test above: `yank` itself says which pinned devices it moves."""
+    built = demo_catalog(tmp_path / "catalog")
+    root = built.root
+    project = tmp_path / "releases.toml"  # yank reads the project's name from the manifest
+    project.write_text('[project]\nname = "demo"\n')
+    seen, unseen = Device(mac_of(6), "1.1.0"), Device(mac_of(7), "1.1.0")
+    with serving(root, tmp_path / "logs") as served:
+        assert version_sent(served.port, seen) is None
+        time.sleep(SETTLE)
+        ok(root, "pin", seen.mac, "1.0.0")
+        ok(root, "pin", unseen.mac, "1.0.0", "--target", "demo/d1mini")
+        time.sleep(SETTLE)
+        assert version_sent(served.port, seen) == "1.0.0"
+
+        said = ok(root, "yank", "1.0.0", "--manifest", str(project))
+        assert "demo 1.0.0 yanked for d1mini, esp32dev" in said, said
+        assert (f"2 devices pinned to 1.0.0: {seen.mac} (d1mini), {unseen.mac} (d1mini). Their pin is not "
+                "applied while 1.0.0 is yanked") in said, said
+        time.sleep(SETTLE)
+        assert version_sent(served.port, seen) is None  # what it would get without the pin: 304 on 1.1.0
+
+        undone = cli_json("yank", "1.0.0", "--undo", "--manifest", str(project), "--catalog", str(root))
+        assert undone["pinned"] == [{"mac": seen.mac, "target": "d1mini"}, {"mac": unseen.mac, "target": "d1mini"}]
+        time.sleep(SETTLE)
+        assert version_sent(served.port, seen) == "1.0.0"
+
+        # Only the targets whose release changed count: 1.0.0 of esp32dev has no pinned device.
+        other = cli_json("yank", "1.0.0", "--target", "esp32dev", "--manifest", str(project), "--catalog", str(root))
+        assert other["changed"] == ["esp32dev"] and other["pinned"] == []
+
+
+def test_yank_stands_when_the_fleet_store_cannot_be_read(tmp_path: Path) -> None:
+    root = demo_catalog(tmp_path / "catalog").root
+    project = tmp_path / "releases.toml"
+    project.write_text('[project]\nname = "demo"\n')
+    plain = clirun.run("yank", "1.0.0", "--manifest", str(project), "--catalog", str(root))
+    assert plain.returncode == 0 and "pinned" not in plain.stdout and not plain.stderr  # no store yet: no pins
+    missing = tmp_path / "nowhere" / "fleet.sqlite3"
+    done = clirun.run("yank", "1.0.0", "--undo", "--manifest", str(project), "--catalog", str(root),
+                      "--fleet", str(missing), "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["yanked"] is False and answer["changed"] == ["d1mini", "esp32dev"] and answer["pinned"] is None
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("warning: devices pinned to demo 1.0.0 not "
+                                                                      "looked up: "), done.stderr
+    assert str(missing) in done.stderr and "Traceback" not in done.stderr and not missing.parent.exists()
 
 
 @pytest.mark.parametrize("args, message", [
