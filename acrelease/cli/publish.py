@@ -122,7 +122,7 @@ def _pinned_note(pinned: list[tuple[str, str]], version: str, yanked: bool) -> s
     if yanked:
         return (f"{devices}. Their pin is not applied while {version} is yanked: they get what they would without it. "
                 "`acrelease pin MAC VERSION` pins them to another release, `acrelease unpin MAC` frees them.")
-    return f"{devices}. Their pin applies again: {version} is sent to them at their next check."
+    return f"{devices}. Their pin applies again from their next check: {version} is what they get."
 
 
 def repair(

@@ -37,6 +37,13 @@ def version_sent(port: int, device: Device) -> str | None:
     return reply.headers.get("x-version") if reply.status == 200 else None
 
 
+def demo_manifest(folder: Path) -> Path:
+    """A releases.toml naming the project "demo": what `yank` reads (the project's name) beside the catalog."""
+    path = folder / "releases.toml"
+    path.write_text('[project]\nname = "demo"\n')
+    return path
+
+
 def test_pins_and_assignments_survive_a_restart(tmp_path: Path) -> None:
     built = demo_catalog(tmp_path / "catalog")
     root = built.root
@@ -92,8 +99,7 @@ def test_yank_names_the_devices_pinned_to_it_and_undo_applies_their_pin_again(tm
     """The operator's side of the test above: `yank` itself says which pinned devices it moves."""
     built = demo_catalog(tmp_path / "catalog")
     root = built.root
-    project = tmp_path / "releases.toml"  # yank reads the project's name from the manifest
-    project.write_text('[project]\nname = "demo"\n')
+    project = demo_manifest(tmp_path)
     seen, unseen = Device(mac_of(6), "1.1.0"), Device(mac_of(7), "1.1.0")
     with serving(root, tmp_path / "logs") as served:
         assert version_sent(served.port, seen) is None
@@ -122,8 +128,7 @@ def test_yank_names_the_devices_pinned_to_it_and_undo_applies_their_pin_again(tm
 
 def test_yank_stands_when_the_fleet_store_cannot_be_read(tmp_path: Path) -> None:
     root = demo_catalog(tmp_path / "catalog").root
-    project = tmp_path / "releases.toml"
-    project.write_text('[project]\nname = "demo"\n')
+    project = demo_manifest(tmp_path)
     plain = clirun.run("yank", "1.0.0", "--manifest", str(project), "--catalog", str(root))
     assert plain.returncode == 0 and "pinned" not in plain.stdout and not plain.stderr  # no store yet: no pins
     missing = tmp_path / "nowhere" / "fleet.sqlite3"
